@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create or update the project's virtual environments from the pinned requirement files.
+#   scripts/setup.sh runtime   .venv (pipelines) + .venv-serving (model server)
+#   scripts/setup.sh dev       the same, plus test/lint tools in .venv and checkov in .venv-tools
+# Re-running is cheap: an environment is only synced when its requirement file changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/uv.sh
+source scripts/lib/uv.sh
+
+sync_venv() {  # sync_venv DIR REQUIREMENTS_FILE
+  local dir=$1 req=$2 stamp
+  stamp="$dir/.sluice-$(basename "$req").sha256"
+  if [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null; then
+    return 0
+  fi
+  echo "==> installing $req into $dir (first time takes a few minutes)"
+  [ -x "$dir/bin/python" ] || "$UV" venv --quiet --python "$PYTHON" "$dir"
+  "$UV" pip sync --quiet --python "$dir/bin/python" "$req"
+  # Several files may share a venv; record each file's hash separately.
+  rm -f "$dir"/.sluice-*.sha256
+  sha256sum "$req" > "$stamp"
+}
+
+mode=${1:-runtime}
+case "$mode" in
+  runtime)
+    sync_venv .venv requirements.txt
+    sync_venv .venv-serving requirements-serving.txt ;;
+  dev)
+    sync_venv .venv requirements-dev.txt
+    sync_venv .venv-serving requirements-serving.txt
+    sync_venv .venv-tools requirements-tools.txt ;;
+  *) echo "usage: $0 [runtime|dev]" >&2; exit 2 ;;
+esac
