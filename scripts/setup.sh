@@ -8,10 +8,17 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/uv.sh
 source scripts/lib/uv.sh
 
-sync_venv() {  # sync_venv DIR REQUIREMENTS_FILE
-  local dir=$1 req=$2 stamp
+is_synced() {  # is_synced DIR REQUIREMENTS_FILE: installed from exactly this file's content
+  local stamp="$1/.sluice-$(basename "$2").sha256"
+  [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null
+}
+
+sync_venv() {  # sync_venv DIR REQUIREMENTS_FILE [SUPERSET_FILE]
+  local dir=$1 req=$2 superset=${3:-} stamp
   stamp="$dir/.sluice-$(basename "$req").sha256"
-  if [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null; then
+  # A venv synced from a superset (dev = runtime + tools) already satisfies the runtime:
+  # syncing it down would uninstall the test tools.
+  if is_synced "$dir" "$req" || { [ -n "$superset" ] && is_synced "$dir" "$superset"; }; then
     return 0
   fi
   echo "==> installing $req into $dir (first time takes a few minutes)"
@@ -25,7 +32,7 @@ sync_venv() {  # sync_venv DIR REQUIREMENTS_FILE
 mode=${1:-runtime}
 case "$mode" in
   runtime)
-    sync_venv .venv requirements.txt
+    sync_venv .venv requirements.txt requirements-dev.txt
     sync_venv .venv-serving requirements-serving.txt ;;
   dev)
     sync_venv .venv requirements-dev.txt
