@@ -1,0 +1,66 @@
+"""Run-time settings of the pipelines, read from Airflow Variables (or AIRFLOW_VAR_* env vars)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+# A lookup is `Variable.get`-shaped: (key, default) -> value. The DAG layer passes Airflow's,
+# tests pass a dict's; this module never imports Airflow.
+Lookup = Callable[[str, str | None], str | None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every per-environment value the tasks need. Keys are the Airflow Variable names."""
+
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    # Data lake: a folder path/file:// URL, azure://<account>, s3://<bucket>[/<prefix>], or
+    # wasb://<airflow_conn_id> (resolved by the DAG layer to an Azure connection string).
+    datalake_url: str = "file://.local/datalake"
+    raw_file: str = "wachttijden/wachttijden.csv"
+    model_name: str = "wachttijden"
+    # "local": deploy tasks start processes on this machine; "kubernetes": apply KServe objects.
+    deploy_target: str = "local"
+    kserve_namespace: str = "models"
+    # Where local-mode deploy tasks keep pid files, logs and generated specs.
+    local_run_dir: str = ".local/run"
+    local_serving_python: str = ".venv-serving/bin/python"
+    local_inference_port: int = 8081
+    local_router_port: int = 8082
+    # Training hyper-parameters (JSON object), e.g. {"epochs": 10, "batch_size": 256}.
+    train_config: dict = field(default_factory=dict)
+    # Challenger must beat champion by this relative margin on hold-out MAE to be promoted.
+    promotion_margin: float = 0.01
+
+    @classmethod
+    def load(cls, lookup: Lookup) -> Settings:
+        """Build settings from a Variable-style lookup; missing keys keep their defaults."""
+        values = {}
+        for f in fields(cls):
+            raw = lookup(f.name, None)
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        return cls(**values)
+
+    def resolve_path(self, value: str, root: Path) -> Path:
+        """Relative local paths in settings are relative to the project root."""
+        path = Path(value)
+        return path if path.is_absolute() else root / path
+
+
+def _coerce(name: str, type_name: object, raw: str | dict | float | int) -> object:
+    type_name = str(type_name)
+    try:
+        if "dict" in type_name:
+            return raw if isinstance(raw, dict) else json.loads(raw)
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"Airflow Variable {name!r} has an invalid value {raw!r}: {exc}") from exc
+    return str(raw)
