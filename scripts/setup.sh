@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib/uv.sh
 
 is_synced() {  # is_synced DIR REQUIREMENTS_FILE: installed from exactly this file's content
-  local stamp="$1/.sluice-$(basename "$2").sha256"
+  local stamp
+  stamp="$1/.sluice-$(basename "$2").sha256"
   [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null
 }
 
@@ -29,6 +30,27 @@ sync_venv() {  # sync_venv DIR REQUIREMENTS_FILE [SUPERSET_FILE]
   sha256sum "$req" > "$stamp"
 }
 
+install_node_tools() {  # Azurite (Azure Blob emulator) for the data lake tests, pinned in package-lock.json
+  [ -f package-lock.json ] || return 0
+  local stamp=node_modules/.sluice-package-lock.sha256
+  if [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null; then
+    return 0
+  fi
+  echo "==> npm ci (Azurite)"
+  npm ci --no-audit --no-fund --loglevel=error
+  sha256sum package-lock.json > "$stamp"
+}
+
+install_system_tools() {  # the shell linter for the deploy scripts: a Debian package, installed as root only
+  command -v shellcheck >/dev/null && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "==> apt-get install shellcheck"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck) >/dev/null
+  else
+    echo "note: shellcheck is not installed and this is not root; the shell lint tests will skip" >&2
+  fi
+}
+
 mode=${1:-runtime}
 case "$mode" in
   runtime)
@@ -37,6 +59,8 @@ case "$mode" in
   dev)
     sync_venv .venv requirements-dev.txt
     sync_venv .venv-serving requirements-serving.txt
-    sync_venv .venv-tools requirements-tools.txt ;;
+    sync_venv .venv-tools requirements-tools.txt
+    install_node_tools
+    install_system_tools ;;
   *) echo "usage: $0 [runtime|dev]" >&2; exit 2 ;;
 esac

@@ -5,12 +5,12 @@
 # fraction of pip's time, which keeps a fresh setup and CI short.
 UV_VERSION=0.13.8
 SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-SLUICE_LOCAL="${SLUICE_LOCAL:-$SLUICE_ROOT/.local}"
 PYTHON="${SLUICE_PYTHON:-$(command -v python3.11 || command -v python3)}"
-UV="$SLUICE_LOCAL/uv/bin/uv"
+UV_TOOL_DIR="$SLUICE_ROOT/.local/uv"
+UV="$UV_TOOL_DIR/bin/uv"
 if [ ! -x "$UV" ] || [ "$("$UV" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
-  mkdir -p "$SLUICE_LOCAL"
-  "$PYTHON" -m venv "$SLUICE_LOCAL/uv"
-  "$SLUICE_LOCAL/uv/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  mkdir -p "$SLUICE_ROOT/.local"
+  "$PYTHON" -m venv "$UV_TOOL_DIR"
+  "$UV_TOOL_DIR/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
-export UV PYTHON SLUICE_ROOT SLUICE_LOCAL
+export UV PYTHON SLUICE_ROOT

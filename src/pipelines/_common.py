@@ -22,3 +22,87 @@ def load_settings():
     from tasks.config import Settings
 
     return Settings.load(lambda key, default: Variable.get(key, default=default))
+
+
+def open_lake(settings):
+    """The data lake named by the `datalake_url` Variable.
+
+    `wasb://<conn_id>` names an Airflow connection (`wasb_datalake` in the cluster), resolved
+    here because src/tasks does not import Airflow; a relative folder is relative to the project.
+    """
+    from tasks.datalake import open_datalake
+
+    url = settings.datalake_url
+    if url.startswith("wasb://"):
+        account, connection_string = _azure_from_connection(url.removeprefix("wasb://"))
+        return open_datalake(f"azure://{account}", azure_connection_string=connection_string)
+    if "://" not in url and not url.startswith("/"):
+        url = str(PROJECT_ROOT / url)
+    return open_datalake(url)
+
+
+def _azure_from_connection(conn_id: str) -> tuple[str, str]:
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    extra = conn.extra_dejson
+    connection_string = extra.get("connection_string")
+    if connection_string:
+        account = next(
+            (p.split("=", 1)[1] for p in connection_string.split(";") if p.startswith("AccountName=")), "account"
+        )
+        return account, connection_string
+    if not (conn.login and conn.password):
+        raise ValueError(
+            f"Airflow connection {conn_id!r} has neither extra.connection_string nor login (account) + password (key)"
+        )
+    suffix = extra.get("endpoint_suffix", "core.windows.net")
+    return conn.login, (
+        f"DefaultEndpointsProtocol=https;AccountName={conn.login};AccountKey={conn.password};EndpointSuffix={suffix}"
+    )
+
+
+def fail_without_retry(exc: Exception):
+    """A bad-input failure (validation, configuration): retrying cannot help, so fail at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+def pod_override_settings(task_key: str) -> dict:
+    """This environment's pod settings for a task, from variables/<SLUICE_ENV>/pod_overrides.json.
+
+    A file in git (not a Variable) because executor_config is needed when the DAG is parsed,
+    where Variable.get is off limits; it is tiny and only read when it exists.
+    """
+    import json
+    import os
+
+    path = PROJECT_ROOT / "variables" / os.environ.get("SLUICE_ENV", "local") / "pod_overrides.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text()).get(task_key, {})
+
+
+def train_executor_config() -> dict:
+    """executor_config putting the training task on the GPU node pool (KubernetesExecutor only)."""
+    settings = pod_override_settings("train_model")
+    if not settings:
+        return {}
+    from kubernetes.client import models as k8s
+
+    requests = {"cpu": settings.get("cpu_request"), "memory": settings.get("memory_request")}
+    resources = k8s.V1ResourceRequirements(
+        requests={k: v for k, v in requests.items() if v},
+        limits={"nvidia.com/gpu": str(settings.get("gpu_limit", 1))},
+    )
+    return {
+        "pod_override": k8s.V1Pod(
+            spec=k8s.V1PodSpec(
+                node_selector=settings.get("node_selector"),
+                tolerations=[k8s.V1Toleration(**t) for t in settings.get("tolerations", [])],
+                # The executor merges by container name; "base" is the worker container.
+                containers=[k8s.V1Container(name="base", resources=resources)],
+            )
+        )
+    }

@@ -19,7 +19,7 @@ class Settings:
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     # Data lake: a folder path/file:// URL, azure://<account>, s3://<bucket>[/<prefix>], or
     # wasb://<airflow_conn_id> (resolved by the DAG layer to an Azure connection string).
-    datalake_url: str = "file://.local/datalake"
+    datalake_url: str = ".local/datalake"
     raw_file: str = "wachttijden/wachttijden.csv"
     model_name: str = "wachttijden"
     # "local": deploy tasks start processes on this machine; "kubernetes": apply KServe objects.

@@ -38,6 +38,28 @@ FEATURES: tuple[str, ...] = (
     "TYPE_ZORGINSTELLING",
 )
 
+# Closed sets of the published data; a value outside them is an unknown category.
+# SPECIALISME is open (new specialisms appear) and only has to be non-empty.
+KNOWN_CATEGORIES: dict[str, frozenset[str]] = {
+    "TYPE_WACHTTIJD": frozenset({"Polikliniek", "Behandeling", "Diagnostiek"}),
+    "TYPE_ZORGINSTELLING": frozenset({"Ziekenhuis", "Kliniek"}),
+    "ROAZ_REGIO": frozenset(
+        {
+            "Acute Zorgnetwerk Noord-Nederland",
+            "Netwerk Acute Zorg Zwolle",
+            "Acute Zorg Euregio",
+            "Acute Zorgregio Oost",
+            "Regionaal Netwerk Acute Zorg Midden-Nederland",
+            "Netwerk Acute Zorg Noordwest",
+            "Netwerk Acute Zorg West",
+            "ROAZ Zuidwest-Nederland",
+            "Netwerk Acute Zorg Brabant",
+            "Netwerk Acute Zorg Limburg",
+            "Traumazorgnetwerk Midden-West",
+        }
+    ),
+}
+
 # Waiting time in weeks.
 TARGET = "WACHTTIJD"
 

@@ -1,0 +1,379 @@
+"""Bring the local platform up, report its status and take it down: MLflow, Airflow, data, pipelines, serving.
+
+Run through ./deploy-local.sh. Everything lives under .local/ (git-ignored); every service is a
+detached process recorded in .local/run/ by tasks.local_services, so `down` stops exactly what
+`up` started, and a second `up` reuses what is already running instead of failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tasks import local_services  # noqa: E402 - after the path setup above
+
+# SLUICE_LOCAL_DIR lets a test run a second, throw-away platform beside a developer's own.
+LOCAL = Path(os.environ.get("SLUICE_LOCAL_DIR", ROOT / ".local")).resolve()
+RUN_DIR = LOCAL / "run"
+AIRFLOW_HOME = LOCAL / "airflow"
+VENV_BIN = ROOT / ".venv" / "bin"
+RAW_FILE = "wachttijden/wachttijden.csv"
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+PIPELINE_DAGS = ("prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring")
+
+
+@dataclass(frozen=True)
+class Ports:
+    airflow: int = int(os.environ.get("SLUICE_AIRFLOW_PORT", "8080"))
+    mlflow: int = int(os.environ.get("SLUICE_MLFLOW_PORT", "5000"))
+    inference: int = int(os.environ.get("SLUICE_INFERENCE_PORT", "8081"))
+    router: int = int(os.environ.get("SLUICE_ROUTER_PORT", "8082"))
+
+
+PORTS = Ports()
+AIRFLOW_URL = f"http://127.0.0.1:{PORTS.airflow}"
+MLFLOW_URL = f"http://127.0.0.1:{PORTS.mlflow}"
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def airflow_env() -> dict[str, str]:
+    """The environment every Airflow component runs with: project-local, loopback-only, lean."""
+    secrets_file = AIRFLOW_HOME / "secrets.json"
+    if not secrets_file.exists():
+        # Generated once per machine and kept out of git: all components must share them.
+        AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+        from cryptography.fernet import Fernet
+
+        secrets_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(32), "fernet": Fernet.generate_key().decode(),
+                                            "api": secrets.token_urlsafe(32)}))
+        secrets_file.chmod(0o600)
+    keys = json.loads(secrets_file.read_text())
+    return {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "src"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # 32 worker processes by default (~1.2 GB); 4 is plenty for these DAGs (see STACK-NOTES).
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{AIRFLOW_URL}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(PORTS.airflow),
+        "AIRFLOW__API__SECRET_KEY": keys["api"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt"],
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "20",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def variables() -> dict[str, object]:
+    """variables/local/all.json with this machine's ports and absolute paths."""
+    values = json.loads((ROOT / "variables" / "local" / "all.json").read_text())
+    values.update(
+        {
+            "datalake_url": str(LOCAL / "datalake"),
+            "local_run_dir": str(RUN_DIR),
+            "mlflow_tracking_uri": MLFLOW_URL,
+            "local_inference_port": str(PORTS.inference),
+            "local_router_port": str(PORTS.router),
+        }
+    )
+    if os.environ.get("SLUICE_EPOCHS"):
+        values["train_config"] = {**values.get("train_config", {}), "epochs": int(os.environ["SLUICE_EPOCHS"])}
+    return values
+
+
+# --------------------------------------------------------------------------- services
+
+
+def ensure_service(name: str, cmd: list[str], *, port: int | None, env: dict[str, str], ready_url: str | None,
+                   timeout: float = 180) -> None:
+    service = local_services.status(RUN_DIR, name)
+    if service is None:
+        if port is not None and port_busy(port):
+            raise SystemExit(
+                f"port {port} (for {name}) is taken by another process; stop it or choose another port "
+                f"(see README: SLUICE_*_PORT)"
+            )
+        say(f"starting {name}")
+        service = local_services.start(RUN_DIR, name, cmd, port=port, env=env, cwd=ROOT)
+    else:
+        say(f"{name} already running (pid {service.pid})")
+    if ready_url:
+        wait_http(ready_url, name, timeout, service)
+
+
+def port_busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_http(url: str, name: str, timeout: float, service) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not local_services.is_running(service):
+            raise SystemExit(f"{name} stopped while starting; last lines of {service.log}:\n{tail(service.log)}")
+        try:
+            if requests.get(url, timeout=3).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{name} not ready at {url} after {timeout:.0f}s; see {service.log}")
+
+
+def tail(path: str, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def start_mlflow() -> None:
+    data = LOCAL / "mlflow"
+    data.mkdir(parents=True, exist_ok=True)
+    ensure_service(
+        "mlflow",
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(PORTS.mlflow), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{data}/mlflow.db", "--artifacts-destination", str(data / "artifacts")],
+        port=PORTS.mlflow,
+        # One web worker and no job consumers: ~430 MB instead of ~2.25 GB (STACK-NOTES).
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        ready_url=f"{MLFLOW_URL}/health",
+    )
+
+
+def start_airflow() -> None:
+    env = airflow_env()
+    say("airflow db migrate")
+    run([str(VENV_BIN / "airflow"), "db", "migrate"], env)
+    variables_file = AIRFLOW_HOME / "variables.json"
+    variables_file.write_text(json.dumps({k: v if isinstance(v, str) else json.dumps(v)
+                                          for k, v in variables().items()}, indent=1))
+    run([str(VENV_BIN / "airflow"), "variables", "import", str(variables_file),
+         "--action-on-existing-key", "overwrite"], env)
+    commands = {
+        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(PORTS.airflow)],
+        # The log servers bind every interface and are not needed on one machine: the API
+        # server reads the task log files directly.
+        "scheduler": ["scheduler", "--skip-serve-logs"],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer", "--skip-serve-logs"],
+    }
+    for name in AIRFLOW_COMPONENTS:
+        ensure_service(
+            f"airflow-{name}", [str(VENV_BIN / "airflow"), *commands[name]], port=PORTS.airflow
+            if name == "api-server" else None, env=env,
+            ready_url=f"{AIRFLOW_URL}/api/v2/monitor/health" if name == "api-server" else None, timeout=240,
+        )
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run(cmd, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+
+
+def ensure_raw_data(rows: int) -> None:
+    target = LOCAL / "datalake" / "raw" / RAW_FILE
+    if target.exists():
+        say(f"raw data present: {target}")
+        return
+    say(f"generating the reference data set ({rows} rows) into {target}")
+    from tasks.generate import generate, write_csv
+
+    write_csv(generate(rows), target)
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+class Airflow:
+    """The few REST calls needed to trigger DAG runs and follow them."""
+
+    def __init__(self) -> None:
+        password = json.loads((AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        self.password = password
+        token = requests.post(f"{AIRFLOW_URL}/auth/token", json={"username": "admin", "password": password},
+                              timeout=30)
+        token.raise_for_status()
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        response = self.session.request(method, f"{AIRFLOW_URL}/api/v2{path}", timeout=30, **kwargs)
+        if not response.ok:
+            raise SystemExit(f"Airflow API {method} {path}: {response.status_code} {response.text[:500]}")
+        return response.json() if response.content else {}
+
+    def wait_for_dags(self, dag_ids, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            known = {d["dag_id"] for d in self.call("GET", "/dags", params={"limit": 100})["dags"]}
+            if set(dag_ids) <= known:
+                errors = self.call("GET", "/importErrors")
+                if errors.get("import_errors"):
+                    raise SystemExit(f"DAG import errors: {json.dumps(errors['import_errors'], indent=1)[:3000]}")
+                return
+            time.sleep(2)
+        raise SystemExit(f"DAGs {sorted(set(dag_ids) - known)} were not parsed within {timeout:.0f}s")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        say(f"triggered {dag_id} ({run['dag_run_id']})")
+        return run["dag_run_id"]
+
+    def follow(self, dag_id: str, run_id: str, timeout: float) -> None:
+        """Print task states as they change; fail with the failed task's log tail."""
+        deadline, shown = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            run = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            tis = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            states = " ".join(f"{ti['task_id']}{_index(ti)}={ti['state'] or 'queued'}" for ti in tis)
+            if states != shown:
+                print(f"    [{dag_id}] {states}", flush=True)
+                shown = states
+            if run["state"] == "success":
+                return
+            if run["state"] == "failed":
+                failed = [ti for ti in tis if ti["state"] in ("failed", "upstream_failed")]
+                self.explain(dag_id, run_id, failed[0] if failed else None)
+            time.sleep(3)
+        raise SystemExit(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s (see the Airflow UI)")
+
+    def explain(self, dag_id: str, run_id: str, ti: dict | None) -> None:
+        log = ""
+        if ti is not None:
+            path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{max(ti['try_number'], 1)}"
+            params = {"full_content": "true", "map_index": ti.get("map_index", -1)}
+            response = self.session.get(f"{AIRFLOW_URL}/api/v2{path}", params=params, timeout=30,
+                                        headers={"Accept": "text/plain"})
+            log = "\n".join(response.text.splitlines()[-25:])
+        raise SystemExit(f"{dag_id} run {run_id} failed at task {ti and ti['task_id']}:\n{log}")
+
+    def asset_triggered_run(self, dag_id: str, after: str, timeout: float = 120) -> str:
+        """The run that the asset event of an upstream run started (created after `after`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 5})
+            for run in runs["dag_runs"]:
+                if run["run_type"] == "asset_triggered" and run["run_after"] >= after:
+                    say(f"{dag_id} started by the new dataset ({run['dag_run_id']})")
+                    return run["dag_run_id"]
+            time.sleep(2)
+        raise SystemExit(f"{dag_id} was not triggered by the asset within {timeout:.0f}s")
+
+
+def _index(ti: dict) -> str:
+    return f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""
+
+
+def run_pipelines(mirror: bool) -> Airflow:
+    airflow = Airflow()
+    airflow.wait_for_dags(PIPELINE_DAGS)
+    prepare = airflow.trigger("prepare_dataset")
+    airflow.follow("prepare_dataset", prepare, timeout=1200)
+    finished = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["end_date"]
+    train = airflow.asset_triggered_run("train_model", after=finished[:19])
+    airflow.follow("train_model", train, timeout=3600)
+    deploy = airflow.trigger("deploy_model", {"model_ref": "champion"})
+    airflow.follow("deploy_model", deploy, timeout=600)
+    if mirror:
+        run_id = airflow.trigger("deploy_traffic_mirroring", {"champion_ref": "champion",
+                                                             "challenger_ref": "challenger", "mirror_percent": 100})
+        airflow.follow("deploy_traffic_mirroring", run_id, timeout=600)
+    return airflow
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def up(args: argparse.Namespace) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    start_mlflow()
+    start_airflow()
+    ensure_raw_data(args.rows)
+    airflow = run_pipelines(args.mirror)
+    model = "wachttijden"
+    print(
+        f"""
+Sluice is up.
+  Airflow UI      {AIRFLOW_URL}   (login: admin / {airflow.password})
+  MLflow UI       {MLFLOW_URL}
+  Inference (V2)  http://127.0.0.1:{PORTS.inference}/v2/models/{model}/infer
+  Inference (V1)  http://127.0.0.1:{PORTS.inference}/v1/models/{model}:predict"""
+        + (f"\n  Mirror router   http://127.0.0.1:{PORTS.router}/v2/models/{model}/infer" if args.mirror else "")
+        + """
+
+Try a prediction:
+  ./scripts/perform-prediction.sh"""
+        + ("\n  ./scripts/perform-prediction-sequence.sh" if args.mirror else "")
+        + """
+Status / stop:
+  ./deploy-local.sh status
+  ./deploy-local.sh down
+"""
+    )
+
+
+def down(_: argparse.Namespace) -> None:
+    stopped = local_services.stop_all(RUN_DIR)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+def status(_: argparse.Namespace) -> None:
+    names = local_services.names(RUN_DIR)
+    if not names:
+        print("nothing is running (./deploy-local.sh starts the platform)")
+        return
+    for name in names:
+        service = local_services.status(RUN_DIR, name)
+        if service is None:
+            print(f"{name:<22} stopped")
+        else:
+            print(f"{name:<22} running  pid={service.pid:<7} {service.url or ''}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="deploy-local.sh", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    up_parser = sub.add_parser("up", help="start everything and run the pipelines (default)")
+    up_parser.add_argument("--mirror", action="store_true", help="also deploy champion + challenger behind the "
+                                                                  "mirroring router")
+    up_parser.add_argument("--rows", type=int, default=int(os.environ.get("SLUICE_ROWS", "200000")),
+                           help="rows of generated reference data (only when no raw file exists yet)")
+    sub.add_parser("down", help="stop every process that up started")
+    sub.add_parser("status", help="say what is running")
+    args = parser.parse_args(argv or ["up"])
+    {"up": up, "down": down, "status": status, None: up}[args.command](args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

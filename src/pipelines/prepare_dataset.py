@@ -1,0 +1,64 @@
+"""prepare_dataset: wait for the raw file, validate it, clean it, split it into the run's own partition."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from pipelines._common import DEFAULT_ARGS, fail_without_retry, load_settings, open_lake
+from pipelines.assets import PREPROCESSED_WACHTTIJDEN
+
+
+@dag(
+    dag_id="prepare_dataset",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    params={
+        "raw_file": Param(
+            None, type=["null", "string"], pattern=r"^[^/].*\.csv$",
+            description="Path in the raw container; empty uses the raw_file Variable.",
+        ),
+    },
+    tags=["wachttijden", "data"],
+    doc_md=__doc__,
+)
+def prepare_dataset():
+    @task.sensor(poke_interval=15, timeout=6 * 3600, mode="reschedule")
+    def wait_for_raw_file(params=None):
+        from airflow.sdk import PokeReturnValue
+
+        settings = load_settings()
+        raw_file = params.get("raw_file") or settings.raw_file
+        return PokeReturnValue(is_done=open_lake(settings).exists("raw", raw_file), xcom_value=raw_file)
+
+    @task
+    def validate(raw_file: str, run_id=None) -> dict:
+        from tasks.prepare import partition_for, validate_raw
+        from tasks.validation import DataValidationError
+
+        try:
+            return validate_raw(open_lake(load_settings()), raw_file, partition_for(run_id))
+        except DataValidationError as exc:
+            raise fail_without_retry(exc) from exc
+
+    @task
+    def clean(raw_file: str, run_id=None) -> dict:
+        from tasks.prepare import clean_raw, partition_for
+
+        return clean_raw(open_lake(load_settings()), raw_file, partition_for(run_id))
+
+    @task(outlets=[PREPROCESSED_WACHTTIJDEN])
+    def split(run_id=None, outlet_events=None) -> dict:
+        from tasks.prepare import partition_for, split_clean
+
+        summary = split_clean(open_lake(load_settings()), partition_for(run_id))
+        outlet_events[PREPROCESSED_WACHTTIJDEN].extra = {"partition": summary["partition"]}
+        return summary
+
+    raw_file = wait_for_raw_file()
+    validate(raw_file) >> clean(raw_file) >> split()
+
+
+prepare_dataset()

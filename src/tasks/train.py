@@ -1,0 +1,216 @@
+"""The train_model stage: fit candidate Keras models, track them in MLflow, register the best."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.datalake import DataLake
+from tasks.prepare import read_split
+from tasks.schema import FEATURES, TARGET
+
+EXPERIMENT = "wachttijden"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model configuration to try; candidates train in parallel as mapped tasks."""
+
+    name: str
+    hidden_units: tuple[int, ...] = (64, 32)
+    learning_rate: float = 1e-3
+    epochs: int = 5
+    batch_size: int = 256
+    seed: int = 42
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Candidate:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown candidate setting(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        if "hidden_units" in values:
+            values = {**values, "hidden_units": tuple(int(u) for u in values["hidden_units"])}
+        return cls(**values)
+
+
+DEFAULT_CANDIDATES = (
+    Candidate("compact", hidden_units=(32,), learning_rate=3e-3),
+    Candidate("wide", hidden_units=(128, 64), learning_rate=1e-3),
+)
+
+
+def candidates_from_config(train_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Candidate settings from the `train_config` Variable: shared defaults plus a list of candidates."""
+    shared = {k: v for k, v in train_config.items() if k != "candidates"}
+    listed = train_config.get("candidates") or [asdict(c) for c in DEFAULT_CANDIDATES]
+    # Validate now so a typo fails the planning task, not every training task.
+    return [asdict(Candidate.from_dict({**c, **shared})) for c in listed]
+
+
+@dataclass
+class Metrics:
+    mae: float
+    rmse: float
+
+    @classmethod
+    def of(cls, predicted: np.ndarray, actual: np.ndarray) -> Metrics:
+        error = predicted.astype(np.float64) - actual.astype(np.float64)
+        return cls(float(np.abs(error).mean()), float(np.sqrt((error**2).mean())))
+
+
+@dataclass
+class TrainResult:
+    candidate: str
+    run_id: str
+    model_uri: str
+    validation: Metrics
+    test: Metrics
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def vocabularies_of(frame: pd.DataFrame) -> dict[str, list[str]]:
+    return {name: sorted(frame[name].astype(str).unique().tolist()) for name in FEATURES}
+
+
+def fit(train: pd.DataFrame, validation: pd.DataFrame, candidate: Candidate):
+    """Train one candidate; returns the Keras model, its vocabularies, history and seconds per epoch."""
+    import keras
+
+    from tasks.model import build_model, to_model_inputs
+
+    keras.utils.set_random_seed(candidate.seed)
+    vocabularies = vocabularies_of(train)
+    model = build_model(
+        vocabularies, hidden_units=candidate.hidden_units, learning_rate=candidate.learning_rate,
+        target_mean=float(train[TARGET].mean()),
+    )
+    timer = _epoch_timer()
+    history = model.fit(
+        to_model_inputs(train), train[TARGET].to_numpy(np.float32),
+        validation_data=(to_model_inputs(validation), validation[TARGET].to_numpy(np.float32)),
+        epochs=candidate.epochs, batch_size=candidate.batch_size, verbose=0, shuffle=True,
+        callbacks=[timer, keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)],
+    )
+    return model, vocabularies, history.history, timer.seconds
+
+
+def train_candidate(
+    lake: DataLake, partition: str, candidate_settings: dict[str, Any], *, tracking_uri: str,
+    run_name_prefix: str = "", tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and log one candidate to MLflow. Returns its run and hold-out metrics."""
+    import mlflow
+
+    from tasks.model import WachttijdenModel, log_pyfunc_model
+
+    candidate = Candidate.from_dict(candidate_settings)
+    train, validation, test = (read_split(lake, partition, s) for s in ("train", "validation", "test"))
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    run_tags = {"partition": partition, **(tags or {})}
+    with mlflow.start_run(run_name=f"{run_name_prefix}{candidate.name}", tags=run_tags) as run:
+        mlflow.log_params({**asdict(candidate), "partition": partition, "train_rows": len(train)})
+        model, vocabularies, history, epoch_seconds = fit(train, validation, candidate)
+        wrapped = WachttijdenModel(model, vocabularies)
+        scores = {
+            "validation": Metrics.of(wrapped.predict_columns(validation), validation[TARGET].to_numpy()),
+            "test": Metrics.of(wrapped.predict_columns(test), test[TARGET].to_numpy()),
+        }
+        for step, values in enumerate(zip(*history.values(), strict=True)):
+            mlflow.log_metrics(dict(zip(history.keys(), map(float, values), strict=True)), step=step)
+        mlflow.log_metrics({f"{split}_{k}": v for split, m in scores.items() for k, v in asdict(m).items()})
+        mlflow.log_metric("seconds_per_epoch", float(np.mean(epoch_seconds)))
+        mlflow.log_figure(training_curves(history, candidate.name), "training_curves.png")
+        with tempfile.TemporaryDirectory() as work:
+            info = log_pyfunc_model(model, vocabularies, train, work_dir=Path(work))
+    return TrainResult(
+        candidate.name, run.info.run_id, info.model_uri, scores["validation"], scores["test"], epoch_seconds
+    ).to_dict()
+
+
+def training_curves(history: dict[str, list[float]], title: str):
+    """Loss and MAE per epoch, train vs validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "mae"), strict=True):
+        ax.plot(history.get(metric, []), label="train")
+        ax.plot(history.get(f"val_{metric}", []), label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend()
+    fig.suptitle(f"{title}: training curves")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def register_best(results: list[dict[str, Any]], *, tracking_uri: str, model_name: str) -> dict[str, Any]:
+    """Register the candidate with the lowest validation MAE and give it the `challenger` alias.
+
+    The first model ever registered also becomes `champion`; after that only the evaluation
+    gate moves `champion`. Re-running for the same run reuses its version instead of adding one.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not results:
+        raise ValueError("no trained candidates to choose from")
+    best = min(results, key=lambda r: r["validation"]["mae"])
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name, description="Waiting time (weeks) per care type and region.")
+    existing = client.search_model_versions(f"name='{model_name}' and run_id='{best['run_id']}'")
+    if existing:
+        version = existing[0]
+    else:
+        # mlflow.register_model links the version to the logged model (models:/m-...), which
+        # the low-level create_model_version only does when given the model id as well.
+        mlflow.set_tracking_uri(tracking_uri)
+        version = mlflow.register_model(
+            best["model_uri"], model_name,
+            tags={"candidate": best["candidate"], "validation_mae": f"{best['validation']['mae']:.4f}"},
+        )
+    client.set_registered_model_alias(model_name, "challenger", version.version)
+    aliases = ["challenger"]
+    try:
+        client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        client.set_registered_model_alias(model_name, "champion", version.version)
+        aliases.append("champion")
+    return {"model_name": model_name, "version": str(version.version), "aliases": aliases, "best": best}
+
+
+def _epoch_timer():
+    """A Keras callback collecting wall seconds per epoch (built here so Keras loads only when training)."""
+    import time
+
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()

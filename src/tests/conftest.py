@@ -1,0 +1,70 @@
+"""Session-wide test setup: an isolated Airflow home, a real MLflow server, generated data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO_ROOT, free_port, http_ok, start_process, stop_process, wait_until
+
+# Airflow reads its configuration when first imported, so the test Airflow home must be in
+# the environment before any test module imports a DAG.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="sluice-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "src"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+)
+
+VENV_BIN = Path(sys.executable).parent
+SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database for dag.test() runs."""
+    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """A real `mlflow server` (SQLite + local artifacts) on a free loopback port; yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = root / "server.log"
+    proc = start_process(
+        [
+            str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+        ],
+        log_path=log,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/health"), timeout=120, what="mlflow server", proc=proc, log_path=log)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def small_raw_csv(tmp_path_factory) -> Path:
+    """A generated raw file of 3,000 rows with the published shape and its planted dirty rows."""
+    from tasks.generate import generate, write_csv
+
+    return write_csv(generate(3_000, seed=7), tmp_path_factory.mktemp("raw") / "wachttijden.csv")

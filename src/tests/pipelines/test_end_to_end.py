@@ -1,0 +1,107 @@
+"""prepare_dataset and train_model run through Airflow (dag.test) against a real MLflow server and data lake."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.support.processes import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+RAW = "wachttijden/wachttijden.csv"
+
+
+def load_dag(dag_id: str):
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    bag = BundleDagBag(str(REPO_ROOT / "src" / "pipelines"), bundle_path=REPO_ROOT / "src")
+    assert not bag.import_errors
+    return bag.dags[dag_id]
+
+
+@pytest.fixture(scope="module")
+def platform(airflow_db, mlflow_server, small_raw_csv, tmp_path_factory):
+    """Airflow Variables (as AIRFLOW_VAR_* env) pointing at a fresh lake and the test MLflow server."""
+    from tasks.datalake import open_datalake
+
+    lake_dir = tmp_path_factory.mktemp("lake")
+    open_datalake(str(lake_dir)).write_bytes("raw", RAW, small_raw_csv.read_bytes())
+    env = {
+        "AIRFLOW_VAR_DATALAKE_URL": str(lake_dir),
+        "AIRFLOW_VAR_MLFLOW_TRACKING_URI": mlflow_server,
+        "AIRFLOW_VAR_RAW_FILE": RAW,
+        "AIRFLOW_VAR_TRAIN_CONFIG": json.dumps({"epochs": 2, "batch_size": 256}),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield {"lake_dir": lake_dir, "mlflow": mlflow_server}
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def trained(platform):
+    """One prepare_dataset run and one train_model run, shared by the assertions below."""
+    prepared = load_dag("prepare_dataset").test()
+    trained = load_dag("train_model").test()
+    return {"prepare": prepared, "train": trained, **platform}
+
+
+def test_both_dag_runs_succeed_and_write_their_own_partition(trained):
+    from tasks.datalake import open_datalake
+    from tasks.prepare import complete_partitions, partition_for
+
+    assert trained["prepare"].state == "success"
+    assert trained["train"].state == "success"
+    lake = open_datalake(str(trained["lake_dir"]))
+    assert complete_partitions(lake) == [partition_for(trained["prepare"].run_id)]
+
+
+def test_the_best_candidate_is_registered_as_champion_and_challenger(trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trained["mlflow"])
+    champion = client.get_model_version_by_alias("wachttijden", "champion")
+    challenger = client.get_model_version_by_alias("wachttijden", "challenger")
+    assert champion.version == challenger.version == "1"
+    run = client.get_run(champion.run_id)
+    assert {"validation_mae", "validation_rmse", "test_mae", "test_rmse"} <= set(run.data.metrics)
+    assert 0 < run.data.metrics["validation_mae"] < 10  # weeks; a constant predictor is far worse
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert "training_curves.png" in artifacts
+    # Both candidates were trained and logged as their own runs.
+    runs = client.search_runs([run.info.experiment_id])
+    assert {r.data.params["name"] for r in runs} == {"compact", "wide"}
+
+
+def test_the_registered_model_has_a_signature_and_an_input_example(trained):
+    import mlflow
+
+    info = mlflow.models.get_model_info("models:/wachttijden@champion")
+    assert [c.name for c in info.signature.inputs] == ["TYPE_WACHTTIJD", "SPECIALISME", "ROAZ_REGIO",
+                                                       "TYPE_ZORGINSTELLING"]
+    assert info.saved_input_example_info is not None
+
+
+def test_a_corrupt_raw_file_fails_prepare_dataset_and_leaves_preprocessed_untouched(trained):
+    from tasks.datalake import open_datalake
+    from tasks.prepare import partition_for
+
+    lake = open_datalake(str(trained["lake_dir"]))
+    before = {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")}
+    good_raw = lake.read_bytes("raw", RAW)
+    lake.write_bytes("raw", "wachttijden/corrupt.csv", good_raw.replace(b";", b","))
+    run = load_dag("prepare_dataset").test(run_conf={"raw_file": "wachttijden/corrupt.csv"})
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["validate"] == "failed" and states["split"] != "success"
+    partition = partition_for(run.run_id)
+    report = lake.read_bytes("intermediate", f"wachttijden/{partition}/validation.txt").decode()
+    assert "FAILED" in report and "wrong separator" in report
+    assert {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")} == before
+    assert lake.read_bytes("raw", RAW) == good_raw

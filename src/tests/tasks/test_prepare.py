@@ -1,0 +1,91 @@
+"""prepare_dataset's task functions on a real local data lake: partitions, reports, and nothing lost."""
+
+import json
+
+import pytest
+
+from tasks.datalake import open_datalake
+from tasks.prepare import (
+    SUCCESS_MARKER,
+    clean_raw,
+    complete_partitions,
+    partition_for,
+    read_split,
+    split_clean,
+    validate_raw,
+)
+from tasks.schema import FEATURES, TARGET
+from tasks.validation import DataValidationError
+
+RAW = "wachttijden/wachttijden.csv"
+
+
+@pytest.fixture
+def lake(tmp_path, small_raw_csv):
+    lake = open_datalake(str(tmp_path / "lake"))
+    lake.write_bytes("raw", RAW, small_raw_csv.read_bytes())
+    return lake
+
+
+def run_all(lake, partition):
+    validate_raw(lake, RAW, partition)
+    clean_raw(lake, RAW, partition)
+    return split_clean(lake, partition)
+
+
+def test_partition_should_be_a_safe_path_segment_stable_per_run():
+    assert partition_for("manual__2026-11-23T16:40:00.123+00:00") == "run=manual__2026-11-23T16_40_00.123_00_00"
+    assert partition_for("scheduled__x") == partition_for("scheduled__x")
+
+
+def test_should_split_into_the_runs_own_partition_with_a_marker_written_last(lake):
+    summary = run_all(lake, "run=a")
+    rows = summary["rows"]
+    assert sum(rows.values()) == 3_000 - 11  # the generator plants 11 dirty rows in 3,000
+    assert rows["train"] == int(0.8 * sum(rows.values()))
+    train = read_split(lake, "run=a", "train")
+    assert list(train.columns) == [*FEATURES, TARGET] and len(train) == rows["train"]
+    assert json.loads(lake.read_bytes("preprocessed", f"wachttijden/run=a/{SUCCESS_MARKER}"))["rows"] == rows
+    report = json.loads(lake.read_bytes("intermediate", "wachttijden/run=a/validation.json"))
+    assert report["ok"] and report["valid_rows"] == sum(rows.values())
+
+
+def test_two_runs_write_separate_partitions_and_a_rerun_changes_nothing(lake):
+    first = run_all(lake, "run=a")
+    before = lake.read_bytes("preprocessed", "wachttijden/run=a/train.parquet")
+    assert run_all(lake, "run=a") == first
+    assert lake.read_bytes("preprocessed", "wachttijden/run=a/train.parquet") == before
+    run_all(lake, "run=b")
+    assert complete_partitions(lake) == ["run=a", "run=b"]
+
+
+def test_an_incomplete_partition_is_never_offered_or_read(lake):
+    run_all(lake, "run=a")
+    validate_raw(lake, RAW, "run=b")
+    clean_raw(lake, RAW, "run=b")
+    lake.write_bytes("preprocessed", "wachttijden/run=b/train.parquet", b"half")
+    assert complete_partitions(lake) == ["run=a"]
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        read_split(lake, "run=b", "train")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda data: data.replace(b";", b","), "wrong separator"),
+        (lambda data: data.replace(b"ROAZ_REGIO", b"REGIO", 1), "missing column(s): ROAZ_REGIO"),
+        (lambda data: data.split(b"\n", 1)[0], "no data rows"),
+    ],
+)
+def test_a_corrupt_raw_file_fails_with_the_report_and_leaves_preprocessed_untouched(lake, corrupt, message):
+    run_all(lake, "run=good")
+    good = {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")}
+    lake.write_bytes("raw", RAW, corrupt(lake.read_bytes("raw", RAW)), overwrite=True)
+    with pytest.raises(DataValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_raw(lake, RAW, "run=bad")
+    report = lake.read_bytes("intermediate", "wachttijden/run=bad/validation.txt").decode()
+    assert "FAILED" in report and message in report
+    assert {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")} == good
+    with pytest.raises(DataValidationError):
+        clean_raw(lake, RAW, "run=bad")  # even if someone skipped validation
+    assert not lake.exists("intermediate", "wachttijden/run=bad/clean.parquet")
