@@ -27,16 +27,17 @@ def start_process(
 ) -> subprocess.Popen:
     """Start `cmd` in its own session so that stop_process can end it with all its children."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-    return subprocess.Popen(
-        list(cmd),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-        cwd=cwd or REPO_ROOT,
-        start_new_session=True,
-    )
+    # The child gets its own copy of the log descriptor, so ours can be closed right away.
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or REPO_ROOT,
+            start_new_session=True,
+        )
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
