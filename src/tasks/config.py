@@ -25,6 +25,14 @@ class Settings:
     # "local": deploy tasks start processes on this machine; "kubernetes": apply KServe objects.
     deploy_target: str = "local"
     kserve_namespace: str = "models"
+    # Service account whose Secret lets KServe's storage initializer read the model artifacts.
+    kserve_service_account: str = ""
+    # The MLflow server's --artifacts-destination (wasbs://..., s3://...): maps mlflow-artifacts:/
+    # download URIs to a storageUri KServe can read.
+    mlflow_artifacts_destination: str = ""
+    # The serving image for the ServingRuntime; empty uses the pin in deploy/model/versions.env
+    # (which git-sync does not bring to the cluster, so set it there).
+    serving_image: str = ""
     # Where local-mode deploy tasks keep pid files, logs and generated specs.
     local_run_dir: str = ".local/run"
     local_serving_python: str = ".venv-serving/bin/python"

@@ -1,0 +1,65 @@
+"""Serve one registered model version (alias or version number) on KServe or locally, then smoke-test it.
+
+Target and ports come from the Airflow Variables read by `tasks.config.Settings` (`deploy_target`
+"kubernetes" applies a ServingRuntime and an InferenceService in `kserve_namespace`; "local" starts
+the model server on `local_inference_port`). Re-running converges: same version, no change.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+
+from pipelines._common import DEFAULT_ARGS, load_settings
+
+
+@dag(
+    dag_id="deploy_model",
+    schedule=None,
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    # Two runs at once would race on the same InferenceService or local port.
+    max_active_runs=1,
+    tags=["sluice", "deploy", "serving"],
+    doc_md=__doc__,
+    params={
+        "model_ref": Param(
+            "champion",
+            type="string",
+            # An MLflow alias (letters, digits, '_' and '-') or a version number.
+            pattern=r"^[A-Za-z0-9_-]+$",
+            title="Model alias or version",
+            description="Registered model alias (e.g. champion, challenger) or version number (e.g. 3).",
+        ),
+    },
+)
+def deploy_model():
+    @task
+    def resolve(params: dict | None = None) -> dict:
+        from tasks.deploy import resolve_model
+
+        return resolve_model(load_settings(), params["model_ref"])
+
+    @task
+    def serve(resolved: dict) -> dict:
+        from tasks.deploy import start_model
+
+        return start_model(load_settings(), resolved)
+
+    @task(execution_timeout=timedelta(minutes=15))
+    def wait_ready(deployment: dict) -> dict:
+        from tasks.deploy import wait_until_ready
+
+        return wait_until_ready(load_settings(), deployment)
+
+    @task
+    def smoke_test(deployment: dict) -> dict:
+        from tasks.deploy import smoke_test
+
+        return smoke_test(deployment)
+
+    smoke_test(wait_ready(serve(resolve())))
+
+
+deploy_model()

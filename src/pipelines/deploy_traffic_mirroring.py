@@ -1,0 +1,73 @@
+"""Serve champion and challenger side by side with a share of the traffic mirrored to the challenger.
+
+On Kubernetes: both InferenceServices, an InferenceGraph (Sequence: challenger as a Soft step,
+champion answering the original request) and an Istio VirtualService (`mirror` with
+`mirrorPercentage`). Locally: both model servers plus the router running the same objects, its
+prediction log in `<local_run_dir>/predictions.jsonl`. Callers always get the champion's answer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+
+from pipelines._common import DEFAULT_ARGS, load_settings
+
+_REF_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+@dag(
+    dag_id="deploy_traffic_mirroring",
+    schedule=None,
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    max_active_runs=1,
+    tags=["sluice", "deploy", "serving", "mirroring"],
+    doc_md=__doc__,
+    params={
+        "champion_ref": Param(
+            "champion", type="string", pattern=_REF_PATTERN, title="Champion alias or version",
+            description="The version that answers every request.",
+        ),
+        "challenger_ref": Param(
+            "challenger", type="string", pattern=_REF_PATTERN, title="Challenger alias or version",
+            description="The version that receives the mirrored copies.",
+        ),
+        "mirror_percent": Param(
+            100.0, type="number", minimum=0, maximum=100, title="Mirrored share (%)",
+            description="Share of requests copied to the challenger (Istio mirrorPercentage).",
+        ),
+    },
+)
+def deploy_traffic_mirroring():
+    @task
+    def resolve(role: str, params: dict | None = None) -> dict:
+        from tasks.deploy import resolve_model
+
+        return resolve_model(load_settings(), params[f"{role}_ref"])
+
+    @task
+    def serve(champion: dict, challenger: dict, params: dict | None = None) -> dict:
+        from tasks.deploy import start_mirroring
+
+        return start_mirroring(load_settings(), champion, challenger, float(params["mirror_percent"]))
+
+    @task(execution_timeout=timedelta(minutes=20))
+    def wait_ready(deployment: dict) -> dict:
+        from tasks.deploy import wait_until_ready
+
+        return wait_until_ready(load_settings(), deployment)
+
+    @task
+    def smoke_test(deployment: dict) -> dict:
+        from tasks.deploy import smoke_test
+
+        return smoke_test(deployment)
+
+    champion = resolve.override(task_id="resolve_champion")("champion")
+    challenger = resolve.override(task_id="resolve_challenger")("challenger")
+    smoke_test(wait_ready(serve(champion, challenger)))
+
+
+deploy_traffic_mirroring()

@@ -1,0 +1,129 @@
+"""The deploy DAGs: they parse cheaply, wire resolve -> serve -> wait -> smoke, and validate their params."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import REPO_ROOT
+
+DAG_MODULES = ("pipelines.deploy_model", "pipelines.deploy_traffic_mirroring")
+HEAVY = ("tensorflow", "keras", "mlflow", "kserve", "kubernetes", "yaml", "tasks.deploy", "tasks.k8s_apply")
+
+# A fresh interpreter, so the modules loaded are the DAG files' own and not the test session's.
+_IMPORT = """
+import json, sys, time, importlib
+sys.path.insert(0, sys.argv[1])
+import airflow.sdk  # the DAG files' one legitimate import
+before = set(sys.modules)
+start = time.perf_counter()
+for name in sys.argv[2].split(","):
+    importlib.import_module(name)
+print(json.dumps({"seconds": time.perf_counter() - start, "loaded": sorted(set(sys.modules) - before)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def parse_report() -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT, str(REPO_ROOT / "src"), ",".join(DAG_MODULES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def dags(airflow_db) -> dict:
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    bag = BundleDagBag(
+        str(REPO_ROOT / "src" / "pipelines"), bundle_path=REPO_ROOT / "src", bundle_name="dags-folder"
+    )
+    assert not {k: v for k, v in bag.import_errors.items() if "deploy_" in k}
+    return {d: bag.dags[d] for d in ("deploy_model", "deploy_traffic_mirroring")}
+
+
+class TestParseTime:
+    def test_should_import_no_heavy_library(self, parse_report):
+        heavy = [m for m in parse_report["loaded"] if m.startswith(HEAVY)]
+        assert heavy == [], f"imported at parse time: {heavy}"
+
+    def test_should_parse_fast(self, parse_report):
+        assert parse_report["seconds"] < 2.0
+
+    def test_should_not_read_variables_at_parse_time(self):
+        for module in DAG_MODULES:
+            source = (REPO_ROOT / "src" / (module.replace(".", "/") + ".py")).read_text()
+            assert "Variable.get" not in source and "load_settings()" not in source.split("def ")[0]
+
+
+class TestDeployModelDag:
+    def test_should_wire_resolve_serve_wait_smoke(self, dags):
+        dag = dags["deploy_model"]
+        assert dag.schedule is None or str(dag.timetable.summary) in ("None", "Never")
+        assert {"sluice", "deploy"} <= set(dag.tags)
+        assert dag.max_active_runs == 1
+        upstream = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
+        assert upstream == {
+            "resolve": [],
+            "serve": ["resolve"],
+            "wait_ready": ["serve"],
+            "smoke_test": ["wait_ready"],
+        }
+        assert all(t.retries >= 1 for t in dag.tasks)
+
+    def test_should_default_to_the_champion_alias(self, dags):
+        params = dags["deploy_model"].params
+        assert params["model_ref"] == "champion"
+
+    @pytest.mark.parametrize("value", ["champion", "challenger", "3", "my_alias-2"])
+    def test_should_accept_an_alias_or_a_version(self, dags, value):
+        param = dags["deploy_model"].params.get_param("model_ref")
+        assert param.resolve(value) == value
+
+    @pytest.mark.parametrize("value", ["", "models:/x/1", "a b", 3])
+    def test_should_reject_anything_else(self, dags, value):
+        from airflow.sdk.exceptions import ParamValidationError
+
+        param = dags["deploy_model"].params.get_param("model_ref")
+        with pytest.raises(ParamValidationError):
+            param.resolve(value)
+
+
+class TestDeployTrafficMirroringDag:
+    def test_should_resolve_both_then_serve_wait_smoke(self, dags):
+        dag = dags["deploy_traffic_mirroring"]
+        assert {"sluice", "deploy", "mirroring"} <= set(dag.tags)
+        upstream = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
+        assert upstream == {
+            "resolve_champion": [],
+            "resolve_challenger": [],
+            "serve": ["resolve_challenger", "resolve_champion"],
+            "wait_ready": ["serve"],
+            "smoke_test": ["wait_ready"],
+        }
+
+    def test_should_default_to_the_aliases_and_full_mirroring(self, dags):
+        params = dags["deploy_traffic_mirroring"].params
+        assert (params["champion_ref"], params["challenger_ref"], params["mirror_percent"]) == (
+            "champion",
+            "challenger",
+            100.0,
+        )
+
+    @pytest.mark.parametrize("value,ok", [(0, True), (12.5, True), (100, True), (-1, False), (100.1, False)])
+    def test_should_bound_the_mirrored_share(self, dags, value, ok):
+        from airflow.sdk.exceptions import ParamValidationError
+
+        param = dags["deploy_traffic_mirroring"].params.get_param("mirror_percent")
+        if ok:
+            assert param.resolve(value) == value
+        else:
+            with pytest.raises(ParamValidationError):
+                param.resolve(value)
