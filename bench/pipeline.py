@@ -41,8 +41,15 @@ def parse_times(repeats: int = 3) -> dict[str, float]:
         if path.name == "assets.py":
             continue
         runs = [
-            float(subprocess.run([str(PYTHON), "-c", _PARSE_ONE, str(path), str(ROOT / "src")], env=env,
-                                 capture_output=True, text=True, check=True).stdout.split()[-1])
+            float(
+                subprocess.run(
+                    [str(PYTHON), "-c", _PARSE_ONE, str(path), str(ROOT / "src")],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()[-1]
+            )
             for _ in range(repeats)
         ]
         times[path.stem] = statistics.median(runs)
@@ -86,14 +93,22 @@ def deploy_local_seconds(rows: int) -> float:
     from tests.support.processes import free_port
 
     local = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-    env = {**os.environ, "SLUICE_LOCAL_DIR": str(local), "SLUICE_ROWS": str(rows), "SLUICE_EPOCHS": "2",
-           "SLUICE_AIRFLOW_PORT": str(free_port()), "SLUICE_MLFLOW_PORT": str(free_port()),
-           "SLUICE_INFERENCE_PORT": str(free_port()), "SLUICE_ROUTER_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "SLUICE_LOCAL_DIR": str(local),
+        "SLUICE_ROWS": str(rows),
+        "SLUICE_EPOCHS": "2",
+        "SLUICE_AIRFLOW_PORT": str(free_port()),
+        "SLUICE_MLFLOW_PORT": str(free_port()),
+        "SLUICE_INFERENCE_PORT": str(free_port()),
+        "SLUICE_ROUTER_PORT": str(free_port()),
+    }
     start = time.perf_counter()
     try:
         subprocess.run([str(ROOT / "deploy-local.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([str(ROOT / "scripts" / "perform-prediction.sh")], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(ROOT / "scripts" / "perform-prediction.sh")], env=env, check=True, stdout=subprocess.DEVNULL
+        )
         return time.perf_counter() - start
     finally:
         subprocess.run([str(ROOT / "deploy-local.sh"), "down"], env=env, check=False)
@@ -113,14 +128,21 @@ def main() -> None:
         prep = prepare_throughput(args.rows, Path(tmp))
         read_rate, prep_rate = prep["rows"] / prep["read_csv_s"], prep["rows"] / prep["prepare_s"]
         rows.append(("pandas.read_csv (baseline)", f"{read_rate:,.0f} rows/s", "1.00"))
-        rows.append(("prepare_dataset tasks (validate+clean+split)", f"{prep_rate:,.0f} rows/s",
-                     f"{prep_rate / read_rate:.2f}"))
+        rows.append(
+            ("prepare_dataset tasks (validate+clean+split)", f"{prep_rate:,.0f} rows/s", f"{prep_rate / read_rate:.2f}")
+        )
         seconds = epoch_seconds(prep["lake"], args.epochs)
-        rows.append((f"training, {int(args.rows * 0.8):,} rows, s/epoch (median of {len(seconds)})",
-                     f"{statistics.median(seconds):.1f} s", ""))
+        rows.append(
+            (
+                f"training, {int(args.rows * 0.8):,} rows, s/epoch (median of {len(seconds)})",
+                f"{statistics.median(seconds):.1f} s",
+                "",
+            )
+        )
     if args.deploy_local:
-        rows.append(("./deploy-local.sh to first prediction (warm venvs)",
-                     f"{deploy_local_seconds(args.rows):.0f} s", ""))
+        rows.append(
+            ("./deploy-local.sh to first prediction (warm venvs)", f"{deploy_local_seconds(args.rows):.0f} s", "")
+        )
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{width}}  {'value':>18}  ratio")
     for name, value, ratio in rows:
