@@ -70,15 +70,17 @@ def fail_without_retry(exc: Exception):
 
 
 def pod_override_settings(task_key: str) -> dict:
-    """This environment's pod settings for a task, from variables/<SLUICE_ENV>/pod_overrides.json.
+    """This environment's pod settings for a task, from variables/<SLUICE_ENV>/airflow_pod_overrides.json.
 
     A file in git (not a Variable) because executor_config is needed when the DAG is parsed,
-    where Variable.get is off limits; it is tiny and only read when it exists.
+    where Variable.get is off limits; it is tiny and only read when it exists. The cluster's
+    Airflow values set SLUICE_POD_OVERRIDES_FILE to the git-synced copy.
     """
     import json
     import os
 
-    path = PROJECT_ROOT / "variables" / os.environ.get("SLUICE_ENV", "local") / "pod_overrides.json"
+    default = PROJECT_ROOT / "variables" / os.environ.get("SLUICE_ENV", "local") / "airflow_pod_overrides.json"
+    path = Path(os.environ.get("SLUICE_POD_OVERRIDES_FILE", default))
     if not path.exists():
         return {}
     return json.loads(path.read_text()).get(task_key, {})
@@ -92,9 +94,10 @@ def train_executor_config() -> dict:
     from kubernetes.client import models as k8s
 
     requests = {"cpu": settings.get("cpu_request"), "memory": settings.get("memory_request")}
+    limits = {"nvidia.com/gpu": str(settings.get("gpu_limit", 1)), "memory": settings.get("memory_limit")}
     resources = k8s.V1ResourceRequirements(
         requests={k: v for k, v in requests.items() if v},
-        limits={"nvidia.com/gpu": str(settings.get("gpu_limit", 1))},
+        limits={k: v for k, v in limits.items() if v},
     )
     return {
         "pod_override": k8s.V1Pod(

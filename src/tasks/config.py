@@ -30,7 +30,7 @@ class Settings:
     # The MLflow server's --artifacts-destination (wasbs://..., s3://...): maps mlflow-artifacts:/
     # download URIs to a storageUri KServe can read.
     mlflow_artifacts_destination: str = ""
-    # The serving image for the ServingRuntime; empty uses the pin in deploy/model/versions.env
+    # The serving image for the ServingRuntime; empty uses the pin in deploy/versions.env
     # (which git-sync does not bring to the cluster, so set it there).
     serving_image: str = ""
     # Where local-mode deploy tasks keep pid files, logs and generated specs.

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 Manifest = dict[str, Any]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-VERSIONS_FILE = PROJECT_ROOT / "deploy" / "model" / "versions.env"
+VERSIONS_FILE = PROJECT_ROOT / "deploy" / "versions.env"
 
 KSERVE_GROUP = "serving.kserve.io"
 ISTIO_GROUP = "networking.istio.io"
@@ -555,7 +555,7 @@ def _render_cli(argv: Iterable[str]) -> int:
     )
     parser.add_argument("--model-name", default=EXAMPLE["model_name"])
     parser.add_argument("--namespace", default=EXAMPLE["namespace"])
-    parser.add_argument("--image", default=None, help="default: deploy/model/versions.env")
+    parser.add_argument("--image", default=None, help="default: deploy/versions.env")
     parser.add_argument("--service-account", default=EXAMPLE["service_account"])
     parser.add_argument("--champion-uri", default=EXAMPLE["champion_uri"])
     parser.add_argument("--challenger-uri", default=EXAMPLE["challenger_uri"])

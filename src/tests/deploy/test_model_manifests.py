@@ -75,7 +75,7 @@ class TestCheckedInManifests:
         validate(load(MODEL_DIR / name))
 
     def test_should_use_the_pinned_serving_image(self):
-        versions = kb.read_versions(MODEL_DIR / "versions.env")
+        versions = kb.read_versions(kb.VERSIONS_FILE)
         (container,) = load(MODEL_DIR / "servingruntime.yaml")["spec"]["containers"]
         assert container["image"] == f"{versions['SERVING_IMAGE_REPOSITORY']}:{versions['SERVING_IMAGE_TAG']}"
 

@@ -1,0 +1,102 @@
+"""One pin file, diff-only environment layers, and a worker image built from the pinned base."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import COMPONENTS, DEPLOY_DIR, ENVIRONMENTS, PLACEHOLDER, REPO_ROOT, read_versions
+
+VERSION_KEYS = [k for k in read_versions() if k.endswith(("_VERSION", "_TAG", "_IMAGE"))]
+
+
+class TestPins:
+    def test_every_pin_has_a_concrete_value(self, versions):
+        for key in VERSION_KEYS:
+            assert versions[key] and versions[key] != "latest" and "*" not in versions[key], key
+
+    def test_kserve_and_airflow_versions_are_the_ones_the_project_targets(self, versions):
+        assert versions["KSERVE_VERSION"].startswith("v0.21.")
+        assert versions["AIRFLOW_CHART_VERSION"] == "1.19.0"
+        assert versions["ECK_OPERATOR_VERSION"].startswith("3.5.")
+        assert versions["ELASTIC_STACK_VERSION"].split(".")[0] in {"8", "9"}
+        assert versions["MLFLOW_IMAGE_TAG"].startswith("v3.17.2")
+
+    def test_scripts_and_values_repeat_no_version(self, versions):
+        """Versions live in deploy/versions.env only; the files that use them must not copy them."""
+        pins = {versions[k] for k in VERSION_KEYS if len(versions[k]) >= 5}
+        # deploy/model/ and its scripts belong to the serving layer, which pins its own image.
+        ours = [p for p in DEPLOY_DIR.rglob("*") if p.suffix in {".yaml", ".sh", ".json"}
+                and "model" not in p.relative_to(DEPLOY_DIR).parts]
+        checked = [*(REPO_ROOT / f"deploy-{c}.sh" for c in [*COMPONENTS, "cluster"]), REPO_ROOT / "Dockerfile", *ours]
+        for path in checked:
+            text = path.read_text()
+            for pin in pins:
+                assert pin not in text, f"{path.relative_to(REPO_ROOT)} repeats {pin} from versions.env"
+
+    def test_placeholders_are_versions_or_filebeat_runtime_variables(self, overlay_rendered):
+        runtime = {"NODE_NAME", "FILEBEAT_ES_PASSWORD"}
+        for env in ENVIRONMENTS:
+            for component in COMPONENTS:
+                text = yaml.safe_dump_all(overlay_rendered(env, component))
+                assert set(PLACEHOLDER.findall(text)) <= runtime, (env, component)
+
+    def test_stack_version_reaches_every_elastic_resource(self, overlay_rendered, versions):
+        for obj in overlay_rendered("dev", "elasticsearch"):
+            if obj["apiVersion"].split("/")[0].endswith("k8s.elastic.co"):
+                assert obj["spec"]["version"] == versions["ELASTIC_STACK_VERSION"], obj["kind"]
+
+    def test_mlflow_chart_defaults_match_the_pins(self, versions):
+        chart = yaml.safe_load((REPO_ROOT / "charts" / "mlflow" / "Chart.yaml").read_text())
+        values = yaml.safe_load((REPO_ROOT / "charts" / "mlflow" / "values.yaml").read_text())
+        assert chart["version"] == versions["MLFLOW_CHART_VERSION"]
+        assert values["image"]["tag"] == versions["MLFLOW_IMAGE_TAG"]
+        assert values["postgresql"]["image"]["tag"] == versions["POSTGRES_IMAGE_TAG"]
+        assert versions["MLFLOW_IMAGE_TAG"].lstrip("v").startswith(chart["appVersion"])
+
+
+class TestDiffOnlyLayers:
+    @pytest.mark.parametrize("env", ENVIRONMENTS)
+    @pytest.mark.parametrize("component", COMPONENTS)
+    def test_overlays_only_reference_their_base(self, env, component):
+        kustomization = yaml.safe_load((DEPLOY_DIR / "overlays" / env / component / "kustomization.yaml").read_text())
+        assert kustomization["resources"] == [f"../../../base/{component}"]
+        assert set(kustomization) <= {"apiVersion", "kind", "resources", "labels", "patches"}
+
+    @pytest.mark.parametrize("values_file", sorted(p.relative_to(DEPLOY_DIR) for p in DEPLOY_DIR.glob("*/*-*.yaml")
+                                                   if p.stem.rsplit("-", 1)[-1] in ENVIRONMENTS), ids=str)
+    def test_environment_values_hold_only_differences(self, values_file):
+        path = DEPLOY_DIR / values_file
+        base = path.with_name(path.stem.rsplit("-", 1)[0] + ".yaml")
+        assert base.exists(), f"{values_file} has no base values file"
+
+        def leaves(tree, prefix=()):
+            if isinstance(tree, dict) and tree:
+                for key, value in tree.items():
+                    yield from leaves(value, (*prefix, key))
+            else:
+                yield prefix, tree
+
+        base_leaves = dict(leaves(yaml.safe_load(base.read_text())))
+        same = [".".join(k) for k, v in leaves(yaml.safe_load(path.read_text())) if base_leaves.get(k, object()) == v]
+        assert not same, f"{values_file} repeats the base for {same}"
+
+
+class TestWorkerImage:
+    def test_dockerfile_builds_from_the_pinned_base_without_a_default(self, versions):
+        text = (REPO_ROOT / "Dockerfile").read_text()
+        assert re.search(r"^ARG AIRFLOW_BASE_IMAGE$", text, re.M)
+        assert re.search(r"^FROM \$\{AIRFLOW_BASE_IMAGE\}$", text, re.M)
+        assert versions["AIRFLOW_BASE_IMAGE"] == f"apache/airflow:{versions['AIRFLOW_VERSION']}-python3.11"
+        assert "requirements.txt" in text and "USER airflow" in text
+
+    def test_requirements_pin_the_same_airflow(self, versions):
+        pins = (REPO_ROOT / "requirements.txt").read_text()
+        assert f"apache-airflow=={versions['AIRFLOW_VERSION']}" in pins.splitlines()
+
+    def test_build_context_is_only_the_requirements(self):
+        lines = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+                 if line and not line.startswith("#")]
+        assert lines == ["*", "!requirements.txt"]
