@@ -256,7 +256,7 @@ class Airflow:
         while time.monotonic() < deadline:
             run = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             tis = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-            states = " ".join(f"{ti['task_id']}{_index(ti)}={ti['state'] or 'queued'}" for ti in tis)
+            states = " ".join(f"{ti['task_id']}{_index(ti)}={ti['state'] or 'waiting'}" for ti in tis)
             if states != shown:
                 print(f"    [{dag_id}] {states}", flush=True)
                 shown = states
@@ -284,11 +284,17 @@ class Airflow:
         while time.monotonic() < deadline:
             runs = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 5})
             for run in runs["dag_runs"]:
-                if run["run_type"] == "asset_triggered" and run["run_after"] >= after:
+                if run["run_type"] == "asset_triggered" and _when(run["run_after"]) >= _when(after):
                     say(f"{dag_id} started by the new dataset ({run['dag_run_id']})")
                     return run["dag_run_id"]
             time.sleep(2)
         raise SystemExit(f"{dag_id} was not triggered by the asset within {timeout:.0f}s")
+
+
+def _when(timestamp: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
 def _index(ti: dict) -> str:
@@ -300,8 +306,9 @@ def run_pipelines(mirror: bool) -> Airflow:
     airflow.wait_for_dags(PIPELINE_DAGS)
     prepare = airflow.trigger("prepare_dataset")
     airflow.follow("prepare_dataset", prepare, timeout=1200)
-    finished = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["end_date"]
-    train = airflow.asset_triggered_run("train_model", after=finished[:19])
+    # The dataset event is emitted by the split task, before the prepare run itself ends.
+    started = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["start_date"]
+    train = airflow.asset_triggered_run("train_model", after=started)
     airflow.follow("train_model", train, timeout=3600)
     deploy = airflow.trigger("deploy_model", {"model_ref": "champion"})
     airflow.follow("deploy_model", deploy, timeout=600)
@@ -322,6 +329,9 @@ def up(args: argparse.Namespace) -> None:
     ensure_raw_data(args.rows)
     airflow = run_pipelines(args.mirror)
     model = "wachttijden"
+    # The prediction scripts default to the default ports; spell out any other.
+    overrides = {"SLUICE_INFERENCE_PORT": (PORTS.inference, 8081), "SLUICE_ROUTER_PORT": (PORTS.router, 8082)}
+    port_env = "".join(f"{k}={v} " for k, (v, default) in overrides.items() if v != default)
     print(
         f"""
 Sluice is up.
@@ -330,11 +340,11 @@ Sluice is up.
   Inference (V2)  http://127.0.0.1:{PORTS.inference}/v2/models/{model}/infer
   Inference (V1)  http://127.0.0.1:{PORTS.inference}/v1/models/{model}:predict"""
         + (f"\n  Mirror router   http://127.0.0.1:{PORTS.router}/v2/models/{model}/infer" if args.mirror else "")
-        + """
+        + f"""
 
 Try a prediction:
-  ./scripts/perform-prediction.sh"""
-        + ("\n  ./scripts/perform-prediction-sequence.sh" if args.mirror else "")
+  {port_env}./scripts/perform-prediction.sh"""
+        + (f"\n  {port_env}./scripts/perform-prediction-sequence.sh" if args.mirror else "")
         + """
 Status / stop:
   ./deploy-local.sh status

@@ -105,3 +105,62 @@ def test_a_corrupt_raw_file_fails_prepare_dataset_and_leaves_preprocessed_untouc
     assert "FAILED" in report and "wrong separator" in report
     assert {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")} == before
     assert lake.read_bytes("raw", RAW) == good_raw
+
+
+@pytest.fixture(scope="module")
+def champion_server(trained, tmp_path_factory):
+    """The model server (serving venv) loading models:/wachttijden@champion from the registry."""
+    from tests.conftest import SERVING_PYTHON
+    from tests.support.processes import free_port, http_ok, start_process, stop_process, wait_until
+
+    if not SERVING_PYTHON.exists():
+        pytest.skip("the serving environment .venv-serving is missing: run scripts/setup.sh dev")
+    port = free_port()
+    log = tmp_path_factory.mktemp("serving") / "server.log"
+    proc = start_process(
+        [str(SERVING_PYTHON), "-m", "serving.model_server", "--model-uri", "models:/wachttijden@champion",
+         "--model-name", "wachttijden", "--http-port", str(port)],
+        log_path=log, env={"MLFLOW_TRACKING_URI": trained["mlflow"], "PYTHONPATH": str(REPO_ROOT / "src")},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/v2/models/wachttijden/ready"), timeout=180, what="model server",
+                   proc=proc, log_path=log)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def test_the_champion_serves_v2_and_v1_predictions_over_http(champion_server):
+    import requests
+
+    body = json.loads((REPO_ROOT / "src" / "tests" / "data" / "testdata.json").read_text())
+    v2 = requests.post(f"{champion_server}/v2/models/wachttijden/infer", json=body, timeout=30)
+    assert v2.status_code == 200, v2.text
+    output = v2.json()["outputs"][0]
+    assert output["shape"] == [3] and len(output["data"]) == 3
+    assert all(0 <= p < 60 for p in output["data"])  # weeks
+    rows = [dict(zip([i["name"] for i in body["inputs"]], values, strict=True))
+            for values in zip(*[i["data"] for i in body["inputs"]], strict=True)]
+    v1 = requests.post(f"{champion_server}/v1/models/wachttijden:predict", json={"instances": rows}, timeout=30)
+    assert v1.status_code == 200, v1.text
+    assert v1.json()["predictions"] == pytest.approx(output["data"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"inputs": [{"name": "TYPE_WACHTTIJD", "shape": [1], "datatype": "BYTES", "data": ["Polikliniek"]}]},
+         "SPECIALISME"),
+        ({"instances": [{"TYPE_WACHTTIJD": "Polikliniek", "SPECIALISME": "Cardiologie (320)",
+                         "ROAZ_REGIO": "Atlantis", "TYPE_ZORGINSTELLING": "Ziekenhuis"}]}, "Atlantis"),
+    ],
+)
+def test_bad_requests_get_a_4xx_that_names_the_problem(champion_server, body, fragment):
+    import requests
+
+    path = "/v2/models/wachttijden/infer" if "inputs" in body else "/v1/models/wachttijden:predict"
+    response = requests.post(f"{champion_server}{path}", json=body, timeout=30)
+    assert 400 <= response.status_code < 500
+    assert fragment in response.text
+    assert requests.get(f"{champion_server}/v2/health/ready", timeout=10).ok
