@@ -61,7 +61,7 @@ def prepare_throughput(rows: int, work: Path) -> dict[str, float]:
 
     from tasks.datalake import open_datalake
     from tasks.generate import generate, write_csv
-    from tasks.prepare import clean_raw, split_clean, validate_raw
+    from tasks.prepare import clean_validated, split_clean, validate_raw
 
     raw = write_csv(generate(rows), work / "raw.csv")
     lake = open_datalake(str(work / "lake"))
@@ -73,7 +73,7 @@ def prepare_throughput(rows: int, work: Path) -> dict[str, float]:
 
     start = time.perf_counter()
     validate_raw(lake, "w.csv", "run=bench")
-    clean_raw(lake, "w.csv", "run=bench")
+    clean_validated(lake, "run=bench")
     split_clean(lake, "run=bench")
     prepare_s = time.perf_counter() - start
     return {"read_csv_s": read_csv_s, "prepare_s": prepare_s, "rows": rows, "lake": lake}

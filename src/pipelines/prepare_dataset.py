@@ -44,10 +44,14 @@ def prepare_dataset():
             raise fail_without_retry(exc) from exc
 
     @task
-    def clean(raw_file: str, run_id=None) -> dict:
-        from tasks.prepare import clean_raw, partition_for
+    def clean(run_id=None) -> dict:
+        from tasks.prepare import clean_validated, partition_for
+        from tasks.validation import DataValidationError
 
-        return clean_raw(open_lake(load_settings()), raw_file, partition_for(run_id))
+        try:
+            return clean_validated(open_lake(load_settings()), partition_for(run_id))
+        except DataValidationError as exc:
+            raise fail_without_retry(exc) from exc
 
     @task(outlets=[PREPROCESSED_WACHTTIJDEN])
     def split(run_id=None, outlet_events=None) -> dict:
@@ -57,8 +61,7 @@ def prepare_dataset():
         outlet_events[PREPROCESSED_WACHTTIJDEN].extra = {"partition": summary["partition"]}
         return summary
 
-    raw_file = wait_for_raw_file()
-    validate(raw_file) >> clean(raw_file) >> split()
+    validate(wait_for_raw_file()) >> clean() >> split()
 
 
 prepare_dataset()

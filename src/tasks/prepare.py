@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.datalake import DataLake
-from tasks.validation import DataValidationError, clean, read_raw_csv, validate
+from tasks.validation import DataValidationError, ValidationReport, clean, read_raw_csv, validate
 
 DATASET = "wachttijden"
 SPLITS = ("train", "validation", "test")
@@ -37,13 +37,17 @@ class SplitFractions:
 
 
 def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
-    """Validate the raw file; the report goes to `intermediate` either way, and a failure raises."""
+    """Validate the raw file; the report goes to `intermediate` either way, and a failure raises.
+
+    The parsed columns of a file that passes are kept in `intermediate` as well, so `clean` works
+    on exactly what was validated (and does not parse the CSV a second time).
+    """
     source = f"raw/{raw_file}"
     try:
         frame = read_raw_csv(lake.read_bytes("raw", raw_file), source)
         report, _ = validate(frame, source)
     except DataValidationError as exc:
-        report = exc.report
+        frame, report = None, exc.report
     lake.write_bytes(
         "intermediate", partition_path(partition, "validation.json"),
         json.dumps(report.to_dict(), indent=1, ensure_ascii=False).encode(), overwrite=True,
@@ -53,15 +57,20 @@ def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
     )
     if not report.ok:
         raise DataValidationError(report)
+    lake.write_bytes("intermediate", partition_path(partition, "validated.parquet"), to_parquet(frame), overwrite=True)
     return {"total_rows": report.total_rows, "valid_rows": report.valid_rows, "row_issues": report.row_issues}
 
 
-def clean_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
+def clean_validated(lake: DataLake, partition: str) -> dict:
     """Drop invalid rows and keep the model's columns; written to `intermediate` as Parquet."""
-    source = f"raw/{raw_file}"
-    frame = read_raw_csv(lake.read_bytes("raw", raw_file), source)
-    report, valid = validate(frame, source)
-    if not report.ok:  # the file changed since validation: never clean a file that fails
+    source = partition_path(partition, "validated.parquet")
+    if not lake.exists("intermediate", source):
+        raise DataValidationError(
+            ValidationReport(f"intermediate/{source}", errors=["no validated data for this run: validate first"])
+        )
+    frame = pd.read_parquet(io.BytesIO(lake.read_bytes("intermediate", source)))
+    report, valid = validate(frame, f"intermediate/{source}")
+    if not report.ok:  # never clean data that fails, whatever wrote it
         raise DataValidationError(report)
     cleaned = clean(frame, valid)
     lake.write_bytes("intermediate", partition_path(partition, "clean.parquet"), to_parquet(cleaned), overwrite=True)

@@ -54,7 +54,7 @@ def test_prepare_dataset_wires_sensor_validate_clean_split(parsed):
     tasks = parsed["dags"]["prepare_dataset"]
     assert set(tasks) == {"wait_for_raw_file", "validate", "clean", "split"}
     assert tasks["validate"]["upstream"] == ["wait_for_raw_file"]
-    assert tasks["clean"]["upstream"] == ["validate", "wait_for_raw_file"]
+    assert tasks["clean"]["upstream"] == ["validate"]
     assert tasks["split"]["upstream"] == ["clean"]
 
 

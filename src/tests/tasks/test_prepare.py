@@ -7,7 +7,7 @@ import pytest
 from tasks.datalake import open_datalake
 from tasks.prepare import (
     SUCCESS_MARKER,
-    clean_raw,
+    clean_validated,
     complete_partitions,
     partition_for,
     read_split,
@@ -29,7 +29,7 @@ def lake(tmp_path, small_raw_csv):
 
 def run_all(lake, partition):
     validate_raw(lake, RAW, partition)
-    clean_raw(lake, RAW, partition)
+    clean_validated(lake, partition)
     return split_clean(lake, partition)
 
 
@@ -62,7 +62,7 @@ def test_two_runs_write_separate_partitions_and_a_rerun_changes_nothing(lake):
 def test_an_incomplete_partition_is_never_offered_or_read(lake):
     run_all(lake, "run=a")
     validate_raw(lake, RAW, "run=b")
-    clean_raw(lake, RAW, "run=b")
+    clean_validated(lake, "run=b")
     lake.write_bytes("preprocessed", "wachttijden/run=b/train.parquet", b"half")
     assert complete_partitions(lake) == ["run=a"]
     with pytest.raises(FileNotFoundError, match="not complete"):
@@ -86,6 +86,6 @@ def test_a_corrupt_raw_file_fails_with_the_report_and_leaves_preprocessed_untouc
     report = lake.read_bytes("intermediate", "wachttijden/run=bad/validation.txt").decode()
     assert "FAILED" in report and message in report
     assert {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")} == good
-    with pytest.raises(DataValidationError):
-        clean_raw(lake, RAW, "run=bad")  # even if someone skipped validation
+    with pytest.raises(DataValidationError, match="validate first"):
+        clean_validated(lake, "run=bad")  # even if someone skipped validation
     assert not lake.exists("intermediate", "wachttijden/run=bad/clean.parquet")

@@ -17,7 +17,9 @@ GOOD = {"TYPE_WACHTTIJD": "Polikliniek", "SPECIALISME": "Cardiologie (320)",
 
 
 def frame_with(*overrides: dict, good_rows: int = 100) -> pd.DataFrame:
-    return pd.DataFrame([GOOD] * good_rows + [{**GOOD, **o} for o in overrides])
+    """Good rows plus one row per override, written as CSV and read back the way a raw file is."""
+    frame = pd.DataFrame([GOOD] * good_rows + [{**GOOD, **o} for o in overrides])
+    return read_raw_csv(frame.to_csv(sep=";", index=False).encode("cp1252"), "test.csv")
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ def test_should_drop_a_row_breaking_each_rule_and_report_it(override, rule):
     assert report.row_issues == {rule: 1}
     assert report.valid_rows == 100 and not valid.iloc[-1] and valid.iloc[:-1].all()
     column = TARGET if rule.startswith(TARGET) else rule.split(" ")[0]
-    assert report.examples[rule] == [repr(override[column])]
+    assert report.examples[rule] == [repr(override[column].strip())]  # values are stripped when read
     assert rule in report.to_text()
 
 
@@ -51,7 +53,7 @@ def test_should_fail_the_file_when_too_many_rows_are_invalid():
 
 
 def test_should_name_missing_columns():
-    report, _ = validate(frame_with().drop(columns=["ROAZ_REGIO", TARGET]), "test.csv")
+    report, _ = validate(frame_with().assign(PLAATS="x").drop(columns=["ROAZ_REGIO", TARGET]), "test.csv")
     assert not report.ok
     assert "missing column(s): ROAZ_REGIO, WACHTTIJD" in report.errors[0]
 
@@ -89,13 +91,14 @@ def test_should_accept_a_real_file_with_other_extra_columns():
 
 
 def test_clean_should_keep_only_valid_rows_and_model_columns_with_a_numeric_target():
-    frame = frame_with({TARGET: "-2"}, {"SPECIALISME": " Orthopedie (305) "}).assign(PLAATS="Utrecht")
+    frame = frame_with({TARGET: "-2"}, {"SPECIALISME": " Orthopedie (305) ", TARGET: " 7 "}).assign(PLAATS="Utrecht")
     report, valid = validate(frame, "x")
     cleaned = clean(frame, valid)
     assert list(cleaned.columns) == [*FEATURES, TARGET]
     assert len(cleaned) == 101
     assert cleaned[TARGET].dtype == "float32"
-    assert cleaned["SPECIALISME"].iloc[-1] == "Orthopedie (305)"
+    assert cleaned["SPECIALISME"].iloc[-1] == "Orthopedie (305)"  # stripped when read
+    assert cleaned[TARGET].iloc[-1] == 7
 
 
 def test_generated_dirty_rows_are_exactly_what_validation_drops(small_raw_csv):
