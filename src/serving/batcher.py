@@ -1,0 +1,109 @@
+"""Coalesce concurrent prediction requests into one model call, run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Columns = Mapping[str, Sequence[str]]
+
+
+@dataclass
+class _Pending:
+    columns: Columns
+    rows: int
+    future: asyncio.Future = field(repr=False)
+
+
+class AdaptiveBatcher:
+    """Runs `predict(columns) -> 1-D array` on batches of queued requests, one batch at a time.
+
+    While a batch runs in the worker thread, new requests queue up and form the next batch
+    ("natural" batching: no added latency when requests arrive one at a time). Under load the
+    worker also waits up to `max_wait_s` for the batch to reach the size of the previous
+    one, because closed-loop clients come back at the same concurrency; when the previous
+    batch held a single request it does not wait at all, so a lone client never pays the wait.
+    A single worker thread keeps TensorFlow calls serial (its own intra-op threads use the cores)
+    and keeps the event loop free to accept and parse requests meanwhile.
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[Columns], np.ndarray],
+        *,
+        max_batch_rows: int = 256,
+        max_wait_s: float = 0.002,
+    ):
+        self._predict = predict
+        self._max_batch_rows = max_batch_rows
+        self._max_wait_s = max_wait_s
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._last_batch_requests = 1
+        self.batches = 0
+        self.rows = 0
+
+    async def predict(self, columns: Columns) -> np.ndarray:
+        """Predictions for `columns` (rows in order), computed together with whatever else is queued."""
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        rows = len(next(iter(columns.values())))
+        pending = _Pending(columns, rows, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def _collect(self) -> list[_Pending]:
+        queue = self._queue
+        batch = [await queue.get()]
+        rows = batch[0].rows
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait_s
+        wanted = self._last_batch_requests
+        while rows < self._max_batch_rows:
+            if queue.empty():
+                if len(batch) >= wanted or loop.time() >= deadline:
+                    break
+                # A short sleep lets the loop read the requests that are already on their way.
+                await asyncio.sleep(min(0.0002, max(0.0, deadline - loop.time())))
+                continue
+            if rows + queue._queue[0].rows > self._max_batch_rows:  # noqa: SLF001 - peek, no public API
+                break
+            item = queue.get_nowait()
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            batch = [p for p in batch if not p.future.cancelled()]
+            if not batch:
+                continue
+            self._last_batch_requests = len(batch)
+            merged = {name: [v for p in batch for v in p.columns[name]] for name in batch[0].columns}
+            try:
+                predictions = await loop.run_in_executor(self._executor, self._predict, merged)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.rows += len(predictions)
+            start = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(predictions[start : start + p.rows])
+                start += p.rows
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,569 @@
+"""KServe model server for the wachttijden MLflow model: V1/V2 REST, strict input checks, batching, prediction log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import copy
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kserve
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve.errors import InvalidInput
+from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
+from kserve.model_server import app as kserve_app
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.rest.server import RESTServer
+
+from serving.batcher import AdaptiveBatcher
+from serving.prediction_log import (
+    REQUEST_ID_HEADER,
+    ROLE_HEADER,
+    JsonLinesWriter,
+    prediction_record,
+    role_from_header,
+)
+from serving.request_columns import (
+    RequestError,
+    Tensor,
+    columns_from_v1,
+    columns_from_v2,
+    unknown_category_message,
+)
+from tasks.schema import FEATURES, MODEL_NAME
+
+logger = logging.getLogger("sluice.model_server")
+
+OUTPUT_NAME = "predictions"
+INFERENCE_HEADER = b"inference-header-content-length"
+
+# Per-request facts shared between the ASGI middleware (which logs) and the model (which knows
+# inputs and outputs). The middleware sets a fresh dict per request; gRPC calls have none.
+_REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "sluice_request", default=None
+)
+
+
+class ClientError(InvalidInput):
+    """InvalidInput (400) with a status of its own, so 413 travels the same path as other input errors."""
+
+    def __init__(self, reason: str, status_code: int = 400):
+        super().__init__(reason)
+        self.status_code = status_code
+
+
+@dataclass
+class _Prepared:
+    columns: dict[str, list[str]]
+    v2: bool
+    response_id: str
+    predictions: np.ndarray | None = None
+
+
+def resolve_model_version(model_uri: str, override: str | None = None) -> tuple[str, str]:
+    """(URI to load, version label); aliases become a fixed version first, so an alias move cannot race the load."""
+    if override:
+        return model_uri, override
+    if model_uri.startswith("models:/"):
+        from mlflow import MlflowClient
+
+        ref = model_uri.removeprefix("models:/").strip("/")
+        client = MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias).version
+            return f"models:/{name}/{version}", str(version)
+        name, _, version = ref.partition("/")
+        if version.isdigit():
+            return model_uri, version
+        if version in ("", "latest"):
+            versions = client.search_model_versions(f"name='{name}'")
+            newest = max(int(v.version) for v in versions)
+            return f"models:/{name}/{newest}", str(newest)
+        return model_uri, version  # a stage name; MLflow resolves it at load time
+    if model_uri.startswith("runs:/"):
+        return model_uri, "run:" + model_uri.removeprefix("runs:/").split("/", 1)[0]
+    # A folder (KServe mounts the model at /mnt/models): the deploy step may leave a VERSION file.
+    version_file = Path(model_uri.removeprefix("file://")) / "VERSION"
+    if version_file.is_file():
+        return model_uri, version_file.read_text(encoding="utf-8").strip() or "local"
+    return model_uri, "local"
+
+
+def _tensor(infer_input: Any, from_grpc: bool) -> Tensor:
+    if from_grpc:
+        # gRPC binary contents are not in .data (as_dataframe() ignores them): decode per input.
+        try:
+            values = [
+                v.decode("utf-8") if isinstance(v, bytes) else v for v in infer_input.as_numpy().reshape(-1)
+            ]
+        except (ValueError, InvalidInput) as exc:
+            raise ClientError(f"input {infer_input.name!r}: cannot decode tensor data: {exc}") from None
+        return Tensor(infer_input.name, infer_input.datatype, list(infer_input.shape), values)
+    return Tensor(infer_input.name, infer_input.datatype, infer_input.shape, infer_input.data)
+
+
+class WachttijdenServer(kserve.Model):
+    """Serves `tasks.model.WachttijdenModel` through its traced fast path, batching concurrent requests."""
+
+    def __init__(
+        self,
+        name: str,
+        model_uri: str,
+        *,
+        model_version: str | None = None,
+        max_rows: int = 10_000,
+        max_batch_rows: int = 256,
+        max_batch_wait_ms: float = 2.0,
+        prediction_log: JsonLinesWriter | None = None,
+    ):
+        super().__init__(name)
+        self.model_uri = model_uri
+        self.model_version = model_version or ""
+        self._version_override = model_version
+        self.max_rows = max_rows
+        self.max_batch_rows = max_batch_rows
+        self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.prediction_log = prediction_log or JsonLinesWriter(None)
+        self.model = None
+        self.batcher: AdaptiveBatcher | None = None
+
+    def load(self) -> bool:
+        from tasks.model import load_served_model
+
+        uri, self.model_version = resolve_model_version(self.model_uri, self._version_override)
+        self.model, _ = load_served_model(uri)
+        # The first call traces the tf.function; do it now rather than on the first request.
+        self.model.predict_columns({name: [values[0]] for name, values in self.model.vocabularies.items()})
+        self.batcher = AdaptiveBatcher(
+            self.model.predict_columns, max_batch_rows=self.max_batch_rows, max_wait_s=self.max_batch_wait_s
+        )
+        logger.info("Loaded %s version %s from %s", self.name, self.model_version, uri)
+        self.ready = True
+        return self.ready
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": name, "datatype": "BYTES", "shape": [-1]} for name in FEATURES]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+
+    def validate(self, payload: Any) -> Any:
+        # preprocess() already checked everything; KServe's own check assumes a dict or InferRequest.
+        return payload
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Prepared:
+        headers = headers or {}
+        request_id = headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        context = _REQUEST.get()
+        try:
+            if isinstance(payload, InferRequest):
+                tensors = [_tensor(i, payload.from_grpc) for i in payload.inputs]
+                columns = columns_from_v2(tensors, max_rows=self.max_rows)
+                prepared = _Prepared(columns, True, payload.id or request_id)
+            elif isinstance(payload, bytes | str):
+                raise RequestError(
+                    f"request body is not JSON (Content-Type: {headers.get('content-type')}); send application/json"
+                )
+            else:
+                prepared = _Prepared(columns_from_v1(payload, max_rows=self.max_rows), False, request_id)
+        except RequestError as exc:
+            raise ClientError(str(exc), exc.status_code) from None
+        if context is not None:
+            context["inputs"] = prepared.columns
+        unknown = self.model.unknown_categories(prepared.columns)
+        if unknown:
+            raise ClientError(unknown_category_message(unknown, self.model.vocabularies))
+        return prepared
+
+    async def predict(self, payload: _Prepared, headers: dict[str, str] | None = None) -> _Prepared:
+        payload.predictions = await self.batcher.predict(payload.columns)
+        return payload
+
+    async def postprocess(
+        self, result: _Prepared, headers: dict[str, str] | None = None, response_headers: dict | None = None
+    ) -> dict | InferResponse:
+        context = _REQUEST.get()
+        if context is not None:
+            context["outputs"] = result.predictions
+        if not result.v2:
+            return {"predictions": result.predictions.tolist()}
+        output = InferOutput(name=OUTPUT_NAME, shape=[len(result.predictions)], datatype="FP32")
+        output.set_data_from_numpy(result.predictions, binary_data=False)
+        return InferResponse(
+            response_id=result.response_id,
+            model_name=self.name,
+            model_version=self.model_version,
+            infer_outputs=[output],
+        )
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None) -> Any:
+        if _REQUEST.get() is not None:
+            return await super().__call__(body, headers=headers)
+        # gRPC requests skip the HTTP middleware: log them here instead.
+        context = {"start": time.perf_counter(), **_ids_from(headers or {})}
+        token = _REQUEST.set(context)
+        try:
+            response = await super().__call__(body, headers=headers)
+        except Exception as exc:
+            self.write_log(context, error=str(exc))
+            raise
+        finally:
+            _REQUEST.reset(token)
+        self.write_log(context)
+        return response
+
+    def write_log(self, context: dict[str, Any], error: str | None = None) -> None:
+        outputs = context.get("outputs")
+        self.prediction_log.write(
+            prediction_record(
+                request_id=context["request_id"],
+                role=context["role"],
+                model_name=self.name,
+                model_version=self.model_version,
+                inputs=context.get("inputs"),
+                outputs=None if error is not None or outputs is None else outputs.tolist(),
+                latency_ms=(time.perf_counter() - context["start"]) * 1000,
+                error=error,
+            )
+        )
+
+
+def _ids_from(headers: dict[str, str]) -> dict[str, str]:
+    return {
+        "request_id": headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex,
+        "role": role_from_header(headers.get(ROLE_HEADER)),
+    }
+
+
+def _is_inference_path(path: str) -> bool:
+    return path.startswith(("/v1/models/", "/v2/models/")) and (
+        path.endswith(":predict") or path.endswith("/infer")
+    )
+
+
+class RequestGuard:
+    """ASGI middleware in front of KServe's routes: request ids, body limits, Content-Type default, prediction log.
+
+    It reads inference bodies in full (they are capped) so that an empty or oversized body is
+    answered before any parsing, and so that a JSON body without Content-Type (tritonclient sends
+    none; FastAPI then leaves it unparsed and KServe answers 400) is given `application/json`.
+    """
+
+    def __init__(self, app: Any, model: WachttijdenServer, max_body_bytes: int):
+        self.app = app
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        request_id = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1") or uuid.uuid4().hex
+        extra_headers: list[tuple[bytes, bytes]] = []
+        if REQUEST_ID_HEADER.encode() not in headers:
+            extra_headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+        context = None
+        if scope["method"] == "POST" and _is_inference_path(scope["path"]):
+            context = {
+                "start": time.perf_counter(),
+                "request_id": request_id,
+                "role": role_from_header(headers.get(ROLE_HEADER.encode(), b"").decode("latin-1")),
+            }
+            body, problem = await self._read_body(receive, headers)
+            if problem is not None:
+                status, message = problem
+                await _send_json(send, status, {"error": message}, request_id)
+                self.model.write_log(context, error=message)
+                return
+            content_type = headers.get(b"content-type")
+            if content_type is None and INFERENCE_HEADER not in headers:
+                extra_headers.append((b"content-type", b"application/json"))
+            if scope["path"].endswith(":predict") and (content_type or b"application/json").startswith(
+                b"application/json"
+            ):
+                # KServe's V1 parser reports bad JSON as "Unrecognized request format"; say what it is.
+                try:
+                    orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    message = f"malformed JSON: {exc}"
+                    await _send_json(send, 400, {"error": message}, request_id)
+                    self.model.write_log(context, error=message)
+                    return
+            receive = _replay(body, receive)
+        if extra_headers:
+            scope = {**scope, "headers": [*scope["headers"], *extra_headers]}
+        captured: dict[str, Any] = {"status": 0, "body": b""}
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())],
+                }
+            elif (
+                message["type"] == "http.response.body"
+                and captured["status"] >= 400
+                and len(captured["body"]) < 4096
+            ):
+                captured["body"] += message.get("body", b"")
+            await send(message)
+
+        token = _REQUEST.set(context)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _REQUEST.reset(token)
+            if context is not None:
+                error = (
+                    None if captured["status"] < 400 else _error_text(captured["status"], captured["body"])
+                )
+                self.model.write_log(context, error=error)
+
+    async def _read_body(
+        self, receive: Any, headers: dict[bytes, bytes]
+    ) -> tuple[bytes, tuple[int, str] | None]:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return b"", (
+                413,
+                f"request body is {int(declared)} bytes; this server accepts at most {self.max_body_bytes}",
+            )
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", (
+                    413,
+                    f"request body exceeds {self.max_body_bytes} bytes, the most this server accepts",
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if not body.strip():
+            return body, (400, "request body is empty; send a V1 or V2 JSON inference request")
+        return body, None
+
+
+def _replay(body: bytes, original: Any) -> Any:
+    """A receive() that hands the already-read body to the app, then passes through (disconnect notices)."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await original()
+
+    return receive
+
+
+async def _send_json(send: Any, status: int, content: dict, request_id: str) -> None:
+    body = orjson.dumps(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error_text(status: int, body: bytes) -> str:
+    try:
+        content = orjson.loads(body)
+        if isinstance(content, dict):
+            return str(content.get("error") or content.get("detail") or content)
+    except orjson.JSONDecodeError:
+        pass
+    return body.decode("utf-8", errors="replace") or f"HTTP {status}"
+
+
+def _describe_validation_errors(exc: RequestValidationError) -> str:
+    """FastAPI's 422 details as one sentence naming the field and the problem."""
+    errors = exc.errors()
+    # The route accepts InferenceRequest | bytes; the bytes alternative's complaint is noise.
+    errors = [e for e in errors if tuple(e.get("loc", ()))[:2] != ("body", "bytes")] or errors
+    parts = []
+    for error in errors:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "InferenceRequest"))
+        kind = error.get("type", "")
+        if kind == "json_invalid":
+            parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
+        elif kind == "missing" and not location:
+            parts.append("request body is empty")
+        elif kind == "missing":
+            parts.append(f"'{location}' is required")
+        else:
+            parts.append(f"'{location or 'body'}': {error.get('msg')}")
+    return "invalid V2 inference request: " + "; ".join(parts)
+
+
+async def _client_error_handler(_: Request, exc: ClientError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status_code, content={"error": str(exc)})
+
+
+async def _validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # KServe leaves these as FastAPI's 422 with a nested detail list; answer 400 like every other input error.
+    return JSONResponse(status_code=400, content={"error": _describe_validation_errors(exc)})
+
+
+def install_guards(app: FastAPI, model: WachttijdenServer, max_body_bytes: int) -> None:
+    """Add our middleware and handlers to KServe's app (before it starts: Starlette freezes middleware at start)."""
+    app.add_middleware(RequestGuard, model=model, max_body_bytes=max_body_bytes)
+    app.add_exception_handler(ClientError, _client_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+
+
+class LoopbackRESTServer(RESTServer):
+    """KServe's REST server bound to a chosen host.
+
+    KServe 0.21's RESTServer hard-codes host 0.0.0.0 in its uvicorn.Config and has no option
+    for it. Changing that one Config field after construction (uvicorn reads it when serving
+    starts) keeps every KServe route, handler and middleware and binds a local server to
+    loopback only; in the cluster we pass --host 0.0.0.0.
+    """
+
+    def __init__(self, *args: Any, host: str, access_log: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+        # Every inference request is already one prediction-log line; an access line per request
+        # as well costs ~10% of single-row throughput.
+        self.config.access_log = access_log
+
+
+class SluiceModelServer(kserve.ModelServer):
+    """kserve.ModelServer whose REST server binds `host` (start() mirrors KServe's single-process path)."""
+
+    def __init__(self, *, host: str, access_log: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.host = host
+        self.access_log = access_log
+
+    def start(self, models: list[kserve.Model]) -> None:
+        from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+        from kserve.model_server import args as kserve_args
+        from kserve.protocol.grpc.server import GRPCServer
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = LoopbackRESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            host=self.host,
+            access_log=self.access_log,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(kserve_args),
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+
+def _configure_logging(prediction_log_to_stdout: bool) -> None:
+    config = copy.deepcopy(KSERVE_LOG_CONFIG)
+    if prediction_log_to_stdout:
+        # stdout then carries only prediction JSON lines for the log shipper; access lines go to stderr.
+        config["handlers"]["uvicorn_access"]["stream"] = "ext://sys.stderr"
+    config["loggers"]["sluice"] = {"handlers": ["kserve"], "level": "INFO", "propagate": False}
+    # One trace line per request duplicates the prediction log's latency and costs throughput.
+    config["loggers"]["kserve.trace"]["level"] = "WARNING"
+    configure_logging(config)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    # Underscore spellings are accepted too: KServe ServingRuntimes conventionally pass --model_name etc.
+    parser.add_argument(
+        "--model-uri",
+        "--model_dir",
+        dest="model_uri",
+        default=os.environ.get("MODEL_URI"),
+        help="models:/name@alias, models:/name/3, runs:/id/path or a folder (/mnt/models)",
+    )
+    parser.add_argument("--model-name", "--model_name", dest="model_name", default=MODEL_NAME)
+    parser.add_argument(
+        "--model-version", default=None, help="version label to record instead of resolving it"
+    )
+    parser.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1", help="REST bind address (0.0.0.0 in a container)")
+    parser.add_argument("--grpc-port", type=int, default=0, help="enable gRPC on this port (0 = off)")
+    parser.add_argument(
+        "--prediction-log", default=None, help="JSON-lines file to append to, or - for stdout"
+    )
+    parser.add_argument("--max-batch-size", type=int, default=256, help="rows per coalesced model call")
+    parser.add_argument("--max-batch-wait-ms", type=float, default=2.0, help="longest wait to fill a batch")
+    parser.add_argument("--access-log", action="store_true", help="also log every HTTP request (uvicorn)")
+    parser.add_argument("--max-rows", type=int, default=10_000, help="rows per request (more: 413)")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request body size (more: 413)"
+    )
+    args, _ = parser.parse_known_args(argv)
+    if not args.model_uri:
+        parser.error("--model-uri (or MODEL_URI) is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    _configure_logging(args.prediction_log == "-")
+    model = WachttijdenServer(
+        args.model_name,
+        args.model_uri,
+        model_version=args.model_version,
+        max_rows=args.max_rows,
+        max_batch_rows=args.max_batch_size,
+        max_batch_wait_ms=args.max_batch_wait_ms,
+        prediction_log=JsonLinesWriter(args.prediction_log),
+    )
+    model.load()
+    install_guards(kserve_app, model, args.max_body_bytes)
+    SluiceModelServer(
+        host=args.host,
+        access_log=args.access_log,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port or 8081,
+        enable_grpc=args.grpc_port > 0,
+        enable_latency_logging=False,
+    ).start([model])
+
+
+if __name__ == "__main__":
+    main()

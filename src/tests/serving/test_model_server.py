@@ -1,0 +1,377 @@
+"""The model server as a real process: predictions, metadata, every kind of bad request, logging, concurrency."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tasks.schema import FEATURES
+from tests.serving.servers import model_server
+from tests.serving.small_model import CATEGORIES, generated_rows
+
+MAX_ROWS = 100
+MAX_BODY = 64 * 1024
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def served(champion_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    log_dir = tmp_path_factory.mktemp("model-server")
+    prediction_log = log_dir / "predictions.jsonl"
+    extra = ["--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY), "--model-version", "7"]
+    with model_server(
+        champion_model_dir, log_dir, prediction_log=prediction_log, extra_args=extra
+    ) as service:
+        service.prediction_log = prediction_log
+        yield service
+
+
+@pytest.fixture(scope="module")
+def local_model(champion_model_dir: Path):
+    from tasks.model import WachttijdenModel
+
+    return WachttijdenModel.load(champion_model_dir / "artifacts" / "model_files")
+
+
+def v2_body(frame, datatype: str = "BYTES") -> dict:
+    return {
+        "inputs": [
+            {"name": name, "datatype": datatype, "shape": [len(frame)], "data": list(frame[name])}
+            for name in FEATURES
+        ]
+    }
+
+
+def v1_body(frame) -> dict:
+    return {"instances": frame[list(FEATURES)].to_dict(orient="records")}
+
+
+def infer_url(service, name: str = "wachttijden") -> str:
+    return f"{service.url}/v2/models/{name}/infer"
+
+
+def predict_url(service, name: str = "wachttijden") -> str:
+    return f"{service.url}/v1/models/{name}:predict"
+
+
+ROW = {
+    "TYPE_WACHTTIJD": "Behandeling",
+    "SPECIALISME": "Cardiologie",
+    "ROAZ_REGIO": "Acute Zorgregio Oost",
+    "TYPE_ZORGINSTELLING": "Ziekenhuis",
+}
+
+
+def one_row_v2(**overrides) -> dict:
+    body = {"inputs": [{"name": n, "datatype": "BYTES", "shape": [1], "data": [v]} for n, v in ROW.items()]}
+    for name, change in overrides.items():
+        tensor = next(t for t in body["inputs"] if t["name"] == name)
+        tensor.update(change)
+    return body
+
+
+class TestPredictions:
+    def test_v2_matches_the_in_process_model(self, served, local_model):
+        frame = generated_rows(9, seed=11)
+        response = requests.post(infer_url(served), json=v2_body(frame), timeout=30)
+        assert response.status_code == 200, response.text
+        (output,) = response.json()["outputs"]
+        assert output["name"] == "predictions" and output["datatype"] == "FP32" and output["shape"] == [9]
+        expected = local_model.predict_columns(frame)
+        np.testing.assert_allclose(output["data"], expected, atol=1e-5)
+        assert response.json()["model_version"] == "7"
+
+    def test_v2_accepts_n_by_1_tensors(self, served, local_model):
+        frame = generated_rows(3, seed=12)
+        body = {
+            "inputs": [
+                {"name": n, "datatype": "BYTES", "shape": [3, 1], "data": [[v] for v in frame[n]]}
+                for n in FEATURES
+            ]
+        }
+        response = requests.post(infer_url(served), json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(
+            response.json()["outputs"][0]["data"], local_model.predict_columns(frame), atol=1e-5
+        )
+
+    def test_v1_objects_and_lists_match_the_in_process_model(self, served, local_model):
+        frame = generated_rows(5, seed=13)
+        expected = local_model.predict_columns(frame)
+        as_objects = requests.post(predict_url(served), json=v1_body(frame), timeout=30)
+        as_lists = requests.post(
+            predict_url(served), json={"instances": frame[list(FEATURES)].values.tolist()}, timeout=30
+        )
+        for response in (as_objects, as_lists):
+            assert response.status_code == 200, response.text
+            np.testing.assert_allclose(response.json()["predictions"], expected, atol=1e-5)
+
+    def test_json_without_content_type_is_accepted(self, served, local_model):
+        # tritonclient.http and other OIP clients post JSON without a Content-Type header.
+        frame = generated_rows(2, seed=14)
+        for url, body in ((infer_url(served), v2_body(frame)), (predict_url(served), v1_body(frame))):
+            response = requests.post(url, data=json.dumps(body).encode(), timeout=30)
+            assert "content-type" not in response.request.headers
+            assert response.status_code == 200, response.text
+
+    def test_concurrent_burst_returns_each_caller_its_own_rows(self, served, local_model):
+        frames = [generated_rows(1 + i % 4, seed=100 + i) for i in range(48)]
+
+        def call(frame):
+            return requests.post(infer_url(served), json=v2_body(frame), timeout=60)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            responses = list(pool.map(call, frames))
+        for frame, response in zip(frames, responses, strict=True):
+            assert response.status_code == 200, response.text
+            np.testing.assert_allclose(
+                response.json()["outputs"][0]["data"], local_model.predict_columns(frame), atol=1e-5
+            )
+
+
+class TestMetadataAndHealth:
+    def test_metadata_lists_inputs_and_output(self, served):
+        metadata = requests.get(f"{served.url}/v2/models/wachttijden", timeout=10).json()
+        assert metadata["inputs"] == [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in FEATURES]
+        assert metadata["outputs"] == [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
+
+    def test_ready_endpoints(self, served):
+        assert requests.get(f"{served.url}/v2/health/ready", timeout=10).json() == {"ready": True}
+        assert requests.get(f"{served.url}/v2/models/wachttijden/ready", timeout=10).json()["ready"] is True
+
+
+def _rows(n: int) -> dict:
+    return {"instances": [ROW] * n}
+
+
+# (name, url kind, body (dict/list → JSON, bytes → raw), headers, status, words the message must contain)
+BAD_REQUESTS = [
+    ("v2 malformed json", "v2", b'{"inputs": [', JSON, 400, ["malformed JSON"]),
+    ("v1 malformed json", "v1", b'{"instances": [', JSON, 400, ["malformed JSON"]),
+    ("v2 empty body", "v2", b"", JSON, 400, ["empty"]),
+    ("v1 empty body", "v1", b"", JSON, 400, ["empty"]),
+    ("v2 missing inputs", "v2", {"id": "x"}, JSON, 400, ["inputs", "required"]),
+    ("v1 missing instances", "v1", {"rows": []}, JSON, 400, ["instances", "rows"]),
+    ("v1 not an object", "v1", [ROW], JSON, 400, ["JSON object"]),
+    ("v2 no inputs", "v2", {"inputs": []}, JSON, 400, ["no inputs"]),
+    (
+        "v2 missing feature",
+        "v2",
+        {"inputs": one_row_v2()["inputs"][:3]},
+        JSON,
+        400,
+        ["missing inputs", "TYPE_ZORGINSTELLING"],
+    ),
+    (
+        "v2 unknown input",
+        "v2",
+        {
+            "inputs": [
+                *one_row_v2()["inputs"],
+                {"name": "LEEFTIJD", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+            ]
+        },
+        JSON,
+        400,
+        ["unknown inputs", "LEEFTIJD"],
+    ),
+    (
+        "v1 missing feature",
+        "v1",
+        {"instances": [{k: v for k, v in ROW.items() if k != "ROAZ_REGIO"}]},
+        JSON,
+        400,
+        ["instance 0", "missing features", "ROAZ_REGIO"],
+    ),
+    (
+        "v1 unknown feature",
+        "v1",
+        {"instances": [{**ROW, "POSTCODE": "1234AB"}]},
+        JSON,
+        400,
+        ["unknown features", "POSTCODE"],
+    ),
+    (
+        "v2 null value",
+        "v2",
+        one_row_v2(SPECIALISME={"data": [None]}),
+        JSON,
+        400,
+        ["SPECIALISME", "null", "row"],
+    ),
+    ("v1 null value", "v1", {"instances": [{**ROW, "ROAZ_REGIO": None}]}, JSON, 400, ["ROAZ_REGIO", "null"]),
+    (
+        "v2 wrong datatype",
+        "v2",
+        one_row_v2(SPECIALISME={"datatype": "FP32", "data": [1.0]}),
+        JSON,
+        400,
+        ["SPECIALISME", "FP32", "BYTES"],
+    ),
+    (
+        "v2 number in BYTES",
+        "v2",
+        one_row_v2(SPECIALISME={"data": [3]}),
+        JSON,
+        400,
+        ["SPECIALISME", "strings"],
+    ),
+    (
+        "v2 shape/data mismatch",
+        "v2",
+        one_row_v2(ROAZ_REGIO={"shape": [2]}),
+        JSON,
+        400,
+        ["ROAZ_REGIO", "shape [2]", "holds 1"],
+    ),
+    (
+        "v2 bad shape",
+        "v2",
+        one_row_v2(ROAZ_REGIO={"shape": [1, 2], "data": [["a", "b"]]}),
+        JSON,
+        400,
+        ["ROAZ_REGIO", "[n, 1]"],
+    ),
+    (
+        "v2 unequal lengths",
+        "v2",
+        one_row_v2(ROAZ_REGIO={"shape": [2], "data": ["Acute Zorgregio Oost", "Traumacentrum Noord"]}),
+        JSON,
+        400,
+        ["different lengths", "ROAZ_REGIO=2", "SPECIALISME=1"],
+    ),
+    (
+        "v2 empty batch",
+        "v2",
+        {"inputs": [{"name": n, "datatype": "BYTES", "shape": [0], "data": []} for n in FEATURES]},
+        JSON,
+        400,
+        ["empty"],
+    ),
+    ("v1 empty batch", "v1", {"instances": []}, JSON, 400, ["empty"]),
+    (
+        "v2 unknown category",
+        "v2",
+        one_row_v2(SPECIALISME={"data": ["Tandheelkunde"]}),
+        JSON,
+        400,
+        [
+            "unknown categories",
+            "SPECIALISME",
+            "Tandheelkunde",
+            f"knows {len(CATEGORIES['SPECIALISME'])} values",
+        ],
+    ),
+    (
+        "v1 unknown category",
+        "v1",
+        {"instances": [{**ROW, "TYPE_ZORGINSTELLING": "Huisarts"}]},
+        JSON,
+        400,
+        ["TYPE_ZORGINSTELLING", "Huisarts"],
+    ),
+    ("v1 too many rows", "v1", _rows(MAX_ROWS + 1), JSON, 413, [f"at most {MAX_ROWS}"]),
+    (
+        "v2 too many rows",
+        "v2",
+        {
+            "inputs": [
+                {"name": n, "datatype": "BYTES", "shape": [MAX_ROWS + 1], "data": [v] * (MAX_ROWS + 1)}
+                for n, v in ROW.items()
+            ]
+        },
+        JSON,
+        413,
+        [f"at most {MAX_ROWS}"],
+    ),
+    ("oversized body", "v1", b'{"instances": []' + b" " * MAX_BODY + b"}", JSON, 413, ["bytes"]),
+    (
+        "form content type",
+        "v1",
+        b"instances=1",
+        {"content-type": "application/x-www-form-urlencoded"},
+        400,
+        ["not JSON"],
+    ),
+    ("unknown model", "v2-other", one_row_v2(), JSON, 404, ["other"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "headers", "status", "words"),
+    [case[1:] for case in BAD_REQUESTS],
+    ids=[case[0] for case in BAD_REQUESTS],
+)
+def test_bad_request_gets_a_specific_4xx(served, kind, body, headers, status, words):
+    url = {"v1": predict_url(served), "v2": infer_url(served), "v2-other": infer_url(served, "other")}[kind]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = requests.post(url, data=data, headers=headers, timeout=30)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_server_is_healthy_after_bad_requests(served, local_model):
+    # Runs after the parametrized bad requests above (pytest keeps file order).
+    assert served.proc.poll() is None
+    assert requests.get(f"{served.url}/v2/health/ready", timeout=10).status_code == 200
+    frame = generated_rows(2, seed=15)
+    response = requests.post(infer_url(served), json=v2_body(frame), timeout=30)
+    assert response.status_code == 200
+    np.testing.assert_allclose(
+        response.json()["outputs"][0]["data"], local_model.predict_columns(frame), atol=1e-5
+    )
+
+
+class TestPredictionLog:
+    def _records(self, served) -> list[dict]:
+        return [json.loads(line) for line in served.prediction_log.read_text(encoding="utf-8").splitlines()]
+
+    def test_success_is_logged_with_the_callers_request_id_and_role(self, served):
+        frame = generated_rows(3, seed=16)
+        headers = {"x-request-id": "req-log-1", "x-sluice-role": "shadow"}
+        response = requests.post(infer_url(served), json=v2_body(frame), headers=headers, timeout=30)
+        assert response.headers["x-request-id"] == "req-log-1"
+        (record,) = [r for r in self._records(served) if r["request_id"] == "req-log-1"]
+        assert record["role"] == "shadow"
+        assert record["status"] == "ok" and record["error"] is None
+        assert record["model_name"] == "wachttijden" and record["model_version"] == "7"
+        assert record["inputs"] == {n: list(frame[n]) for n in FEATURES}
+        np.testing.assert_allclose(record["outputs"], response.json()["outputs"][0]["data"], atol=1e-6)
+        assert record["latency_ms"] > 0
+        assert set(record) == {
+            "timestamp",
+            "request_id",
+            "role",
+            "model_name",
+            "model_version",
+            "inputs",
+            "outputs",
+            "latency_ms",
+            "status",
+            "error",
+        }
+
+    def test_request_id_is_generated_and_errors_are_logged(self, served):
+        response = requests.post(
+            predict_url(served), json={"instances": [{**ROW, "SPECIALISME": "Tandheelkunde"}]}, timeout=30
+        )
+        assert response.status_code == 400
+        request_id = response.headers["x-request-id"]
+        assert len(request_id) == 32
+        (record,) = [r for r in self._records(served) if r["request_id"] == request_id]
+        assert record["role"] == "primary"
+        assert record["status"] == "error" and "Tandheelkunde" in record["error"]
+        assert record["outputs"] is None
+        assert record["inputs"]["SPECIALISME"] == ["Tandheelkunde"]
+
+    def test_every_line_is_one_json_object(self, served):
+        lines = served.prediction_log.read_text(encoding="utf-8").splitlines()
+        assert len(lines) >= len(BAD_REQUESTS)
+        assert all(isinstance(json.loads(line), dict) for line in lines)
