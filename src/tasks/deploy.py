@@ -267,10 +267,15 @@ def model_server_command(settings: Settings, model_version: str, port: int) -> l
         f"models:/{settings.model_name}/{model_version}",
         "--model-name",
         settings.model_name,
+        "--model-version",
+        str(model_version),
         "--http-port",
         str(port),
         "--host",
         "127.0.0.1",
+        # One file for champion, challenger and router: the shadow report joins them by request id.
+        "--prediction-log",
+        str(_run_dir(settings) / "predictions.jsonl"),
     ]
 
 

@@ -143,10 +143,14 @@ class TestLocalCommands:
             f"models:/{MODEL_NAME}/7",
             "--model-name",
             MODEL_NAME,
+            "--model-version",
+            "7",
             "--http-port",
             "18081",
             "--host",
             "127.0.0.1",
+            "--prediction-log",
+            str(tmp_path / "run" / "predictions.jsonl"),
         ]
 
     def test_should_write_the_builders_specs_and_resolve_their_services(self, tmp_path):
