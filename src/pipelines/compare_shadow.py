@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, PROJECT_ROOT, load_settings
+from pipelines._common import DEFAULT_ARGS, PROJECT_ROOT, fail_without_retry, load_settings
 
 
 @dag(
@@ -37,7 +37,8 @@ def compare_shadow():
         pattern = params["log_glob"]
         paths = [Path(pattern)] if Path(pattern).is_absolute() else sorted(run_dir.glob(pattern))
         if not paths:
-            raise FileNotFoundError(f"no prediction logs match {pattern!r} in {run_dir}")
+            # Nothing to compare yet is not worth retrying: say where the logs were expected.
+            raise fail_without_retry(FileNotFoundError(f"no prediction logs match {pattern!r} in {run_dir}"))
         return publish_report(
             paths,
             tracking_uri=settings.mlflow_tracking_uri,

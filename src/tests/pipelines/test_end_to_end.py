@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,46 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(champion_server, body, fr
     assert 400 <= response.status_code < 500
     assert fragment in response.text
     assert requests.get(f"{champion_server}/v2/health/ready", timeout=10).ok
+
+
+def _prediction_line(request_id: str, role: str, version: str, output: float, status: str = "ok") -> str:
+    return json.dumps({
+        "timestamp": "2026-11-23T12:00:00.000Z", "request_id": request_id, "role": role,
+        "model_name": "wachttijden", "model_version": version, "inputs": {"TYPE_WACHTTIJD": ["Polikliniek"]},
+        "outputs": [output] if status == "ok" else None, "latency_ms": 5.0, "status": status,
+        "error": None if status == "ok" else "boom",
+    })
+
+
+def test_compare_shadow_publishes_the_report_to_mlflow_and_beside_the_logs(platform, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    lines = [
+        _prediction_line("a", "champion", "1", 5.0), _prediction_line("a", "shadow", "2", 5.5),
+        _prediction_line("b", "champion", "1", 8.0), _prediction_line("b", "shadow", "2", 11.0),
+        _prediction_line("c", "champion", "1", 3.0), _prediction_line("c", "shadow", "2", 0, status="error"),
+    ]
+    (tmp_path / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("AIRFLOW_VAR_LOCAL_RUN_DIR", str(tmp_path))
+    run = load_dag("compare_shadow").test()
+    assert run.state == "success"
+    markdown = (tmp_path / "shadow_report.md").read_text()
+    assert markdown.startswith("# Shadow comparison") and "| 1 | boom |" in markdown
+    client = MlflowClient(platform["mlflow"])
+    experiment = client.get_experiment_by_name("wachttijden-shadow")
+    (shadow_run,) = client.search_runs([experiment.experiment_id])
+    assert {"shadow_report.md", "shadow_report.html", "shadow_report.json"} <= {
+        a.path for a in client.list_artifacts(shadow_run.info.run_id)}
+    (tmp_path / "dl").mkdir()
+    downloaded = client.download_artifacts(shadow_run.info.run_id, "shadow_report.json", str(tmp_path / "dl"))
+    report = json.loads(Path(downloaded).read_text())
+    assert report["shadow_failures"] == 1
+    assert report["mean_abs_diff"] == pytest.approx((0.5 + 3.0) / 2)
+
+
+def test_compare_shadow_fails_without_retry_when_there_are_no_logs(platform, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_LOCAL_RUN_DIR", str(tmp_path))
+    run = load_dag("compare_shadow").test()
+    assert run.state == "failed"
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 1
