@@ -9,6 +9,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+try:
+    import orjson
+except ImportError:  # the pipelines environment has no orjson; the servers do
+    orjson = None
+
 ROLE_HEADER = "x-sluice-role"
 REQUEST_ID_HEADER = "x-request-id"
 DEFAULT_ROLE = "primary"
@@ -81,7 +86,17 @@ def forward_record(
 
 
 def to_line(record: Mapping[str, Any]) -> bytes:
-    """The record as one UTF-8 JSON line (no embedded newlines: json escapes them)."""
+    """The record as one UTF-8 JSON line (no embedded newlines: json escapes them).
+
+    orjson (in the serving image) writes the same compact UTF-8 JSON about ten times faster than
+    json.dumps; the line is built on the server's event loop for every request. json remains for
+    what orjson refuses (e.g. lone surrogates) and where orjson is not installed.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            pass
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 

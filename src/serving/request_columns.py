@@ -199,3 +199,35 @@ def unknown_category_message(
         for name, values in unknown.items()
     ]
     return "unknown categories: " + "; ".join(parts)
+
+
+_PLAIN_V2_KEYS = frozenset({"id", "inputs"})
+_PLAIN_V2_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
+
+
+def plain_v2_tensors(body: Any) -> list[Tensor] | None:
+    """The input tensors of a parsed V2 JSON body when KServe's pydantic model would pass them on unchanged.
+
+    Only plain bodies qualify: an object with `inputs` (and optionally a string `id`), each input
+    exactly {name: str, shape: [int, ...], datatype: str, data: list} and no `parameters` or
+    `outputs` anywhere. For such a body the tensors equal what KServe hands the model, so the
+    model server's fast path gets the same columns and messages as the KServe path. Anything
+    else (None) goes through KServe, which coerces, rejects or handles it as it always has.
+    """
+    if type(body) is not dict or "inputs" not in body or not body.keys() <= _PLAIN_V2_KEYS:
+        return None
+    request_id = body.get("id")
+    inputs = body["inputs"]
+    if (request_id is not None and type(request_id) is not str) or type(inputs) is not list:
+        return None
+    tensors = []
+    for item in inputs:
+        if type(item) is not dict or item.keys() != _PLAIN_V2_INPUT_KEYS:
+            return None
+        name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
+        if type(name) is not str or type(datatype) is not str or type(shape) is not list or type(data) is not list:
+            return None
+        if any(type(d) is not int for d in shape):
+            return None
+        tensors.append(Tensor(name, datatype, shape, data))
+    return tensors

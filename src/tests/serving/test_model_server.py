@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tasks.schema import FEATURES
-from tests.serving.servers import model_server
+from tests.serving.servers import model_servers
 from tests.serving.small_model import CATEGORIES, generated_rows
 
 MAX_ROWS = 100
@@ -20,15 +20,27 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def served(champion_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def server_pair(champion_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The server as run (with its fast path) and the same server answering everything through KServe's app."""
     log_dir = tmp_path_factory.mktemp("model-server")
-    prediction_log = log_dir / "predictions.jsonl"
     extra = ["--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY), "--model-version", "7"]
-    with model_server(
-        champion_model_dir, log_dir, prediction_log=prediction_log, extra_args=extra
-    ) as service:
-        service.prediction_log = prediction_log
-        yield service
+    specs = {
+        "fast": {"model_uri": champion_model_dir, "prediction_log": log_dir / "predictions.jsonl", "extra_args": extra},
+        "kserve": {
+            "model_uri": champion_model_dir,
+            "prediction_log": log_dir / "kserve-predictions.jsonl",
+            "extra_args": [*extra, "--no-fast-path"],
+        },
+    }
+    with model_servers(specs, log_dir) as services:
+        for name, service in services.items():
+            service.prediction_log = specs[name]["prediction_log"]
+        yield services
+
+
+@pytest.fixture(scope="module")
+def served(server_pair):
+    return server_pair["fast"]
 
 
 @pytest.fixture(scope="module")
@@ -375,3 +387,91 @@ class TestPredictionLog:
         lines = served.prediction_log.read_text(encoding="utf-8").splitlines()
         assert len(lines) >= len(BAD_REQUESTS)
         assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def _records_by_id(path: Path) -> dict[str, dict]:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {r["request_id"]: r for r in records}
+
+
+def _answer(response: requests.Response) -> tuple:
+    headers = {k: response.headers.get(k) for k in ("content-type", "content-length", "x-request-id")}
+    return response.status_code, response.content, headers
+
+
+# Bodies the fast path answers itself (and two it hands to KServe: V2 parameters, a non-JSON type).
+SAME_ANSWER_CASES = [
+    ("v1 objects", "v1", {"instances": [ROW, {**ROW, "SPECIALISME": "Orthopedie"}]}, JSON),
+    ("v1 lists", "v1", {"instances": [list(ROW.values())] * 3}, JSON),
+    ("v1 no content type", "v1", {"instances": [ROW]}, {}),
+    ("v2 [n]", "v2", one_row_v2(), JSON),
+    ("v2 [n, 1] with id", "v2", {"id": "abc", **one_row_v2(**{n: {"shape": [1, 1]} for n in ROW})}, JSON),
+    ("v2 no content type", "v2", one_row_v2(), {}),
+    ("v2 with parameters", "v2", {"parameters": {"x": 1}, **one_row_v2()}, JSON),
+    ("v1 charset", "v1", {"instances": [ROW]}, {"content-type": "application/json; charset=utf-8"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "headers"), [c[1:] for c in SAME_ANSWER_CASES], ids=[c[0] for c in SAME_ANSWER_CASES]
+)
+def test_fast_path_answers_exactly_like_kserve(server_pair, kind, body, headers):
+    answers, request_ids = {}, {}
+    for name, service in server_pair.items():
+        url = predict_url(service) if kind == "v1" else infer_url(service)
+        request_ids[name] = f"same-{kind}-{name}-{len(json.dumps(body))}-{sorted(headers)}"
+        sent = {**headers, "x-request-id": request_ids[name]}
+        response = requests.post(url, data=json.dumps(body).encode(), headers=sent, timeout=30)
+        content = response.json()
+        if isinstance(content, dict) and content.get("id") == request_ids[name]:
+            content["id"] = "<request id>"
+        answers[name] = (response.status_code, content, response.headers.get("content-type"))
+    assert answers["fast"] == answers["kserve"]
+    # The prediction-log lines match too, apart from time, latency and the request id.
+    records = {
+        name: _records_by_id(service.prediction_log)[request_ids[name]] for name, service in server_pair.items()
+    }
+    for record in records.values():
+        for field in ("timestamp", "latency_ms", "request_id"):
+            record.pop(field)
+    assert records["fast"] == records["kserve"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "headers"),
+    [(c[1], c[2], c[3]) for c in BAD_REQUESTS],
+    ids=[c[0] for c in BAD_REQUESTS],
+)
+def test_bad_requests_get_the_same_answer_with_and_without_the_fast_path(server_pair, kind, body, headers):
+    answers = {}
+    for name, service in server_pair.items():
+        url = {"v1": predict_url(service), "v2": infer_url(service), "v2-other": infer_url(service, "other")}[kind]
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = requests.post(url, data=data, headers={**headers, "x-request-id": "bad"}, timeout=30)
+        answers[name] = _answer(response)
+    assert answers["fast"] == answers["kserve"]
+
+
+def test_v2_answers_are_byte_identical_with_and_without_the_fast_path(server_pair):
+    frame = generated_rows(7, seed=21)
+    answers = {}
+    for name, service in server_pair.items():
+        response = requests.post(
+            infer_url(service), json={"id": "same", **v2_body(frame)}, headers={"x-request-id": "r"}, timeout=30
+        )
+        answers[name] = _answer(response)
+    assert answers["fast"] == answers["kserve"] and answers["fast"][0] == 200
+
+
+def test_metrics_and_health_still_come_from_kserve(served):
+    requests.post(predict_url(served), json={"instances": [ROW]}, timeout=30).raise_for_status()
+    metrics = requests.get(f"{served.url}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert 'request_predict_seconds_count{model_name="wachttijden"}' in metrics.text
+    assert requests.get(f"{served.url}/v1/models/wachttijden", timeout=10).json()["ready"] is True
+
+
+def test_no_access_log_line_per_request(served):
+    # --access-log is off by default: the prediction log already has one line per request.
+    requests.post(predict_url(served), json={"instances": [ROW]}, timeout=30).raise_for_status()
+    assert ":predict HTTP/1.1" not in served.log_path.read_text(encoding="utf-8", errors="replace")
