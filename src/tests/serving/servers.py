@@ -146,3 +146,23 @@ def router(
         yield Service(proc, url, log_path)
     finally:
         stop_process(proc)
+
+
+def mirror_virtual_service(percentage: float, champion: str = "champion", challenger: str = "challenger") -> str:
+    """An Istio VirtualService routing to `champion` and mirroring `percentage` % to `challenger` (YAML)."""
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: wachttijden
+spec:
+  hosts: [wachttijden.models.svc.cluster.local]
+  http:
+  - route:
+    - destination:
+        host: {champion}.models.svc.cluster.local
+    mirror:
+      host: {challenger}.models.svc.cluster.local
+    mirrorPercentage:
+      value: {percentage}
+"""

@@ -9,6 +9,7 @@ import pytest
 
 from serving.gjson_subset import ConditionError, parse_condition
 from serving.graph_spec import SpecError, load_plan, parse_resolve
+from tests.serving.servers import mirror_virtual_service
 
 RESOLVE = {"champion": "http://127.0.0.1:1", "challenger": "http://127.0.0.1:2"}
 
@@ -134,22 +135,7 @@ def test_valid_graph_loads_with_a_warning_for_unset_dependencies(tmp_path):
     assert "['shadow']" in warning and "Soft" in warning
 
 
-VIRTUAL_SERVICE = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: wachttijden
-spec:
-  hosts: [wachttijden.models.svc.cluster.local]
-  http:
-  - route:
-    - destination:
-        host: champion.models.svc.cluster.local
-    mirror:
-      host: challenger.models.svc.cluster.local
-    mirrorPercentage:
-      value: 25.0
-"""
+VIRTUAL_SERVICE = mirror_virtual_service(25.0)
 
 
 def test_virtual_service_uses_first_dns_label_as_service_name(tmp_path):

@@ -16,7 +16,14 @@ import pytest
 import requests
 
 from tasks.schema import FEATURES
-from tests.serving.servers import SERVING_ENV, Service, model_servers, router, router_command
+from tests.serving.servers import (
+    SERVING_ENV,
+    Service,
+    mirror_virtual_service,
+    model_servers,
+    router,
+    router_command,
+)
 from tests.support.processes import REPO_ROOT, free_port
 
 ROWS = [
@@ -308,28 +315,12 @@ def test_malformed_graph_makes_the_router_exit_non_zero_naming_node_and_field(tm
     assert "node 'root'" in result.stderr and "weights sum to 70" in result.stderr
 
 
-MIRROR_SPEC = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: wachttijden
-spec:
-  hosts: [wachttijden.models.svc.cluster.local]
-  http:
-  - route:
-    - destination:
-        host: champion.models.svc.cluster.local
-    mirror:
-      host: challenger.models.svc.cluster.local
-    mirrorPercentage:
-      value: {percentage}
-"""
 
 
 @contextmanager
 def mirror_router(tmp_path: Path, resolve: dict[str, str], percentage: float) -> Iterator[Service]:
     spec = tmp_path / f"mirror-{int(percentage)}.yaml"
-    spec.write_text(MIRROR_SPEC.format(percentage=percentage), encoding="utf-8")
+    spec.write_text(mirror_virtual_service(percentage), encoding="utf-8")
     log = tmp_path / f"router-{int(percentage)}.jsonl"
     routing = {k: v for k, v in resolve.items() if k in ("champion", "challenger")}
     with router(

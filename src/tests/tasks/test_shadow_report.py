@@ -10,7 +10,13 @@ import pytest
 import requests
 
 from tasks.shadow_report import compare_shadow, render_html, render_markdown
-from tests.serving.servers import model_servers, model_sources_digest, router, small_model
+from tests.serving.servers import (
+    mirror_virtual_service,
+    model_servers,
+    model_sources_digest,
+    router,
+    small_model,
+)
 from tests.serving.small_model import generated_rows
 
 TOLERANCE = 0.5
@@ -73,22 +79,7 @@ def test_empty_logs_give_an_empty_report(tmp_path):
     assert "n/a" in render_markdown(report)
 
 
-MIRROR_SPEC = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: wachttijden
-spec:
-  hosts: [wachttijden.models.svc.cluster.local]
-  http:
-  - route:
-    - destination:
-        host: wachttijden-champion.models.svc.cluster.local
-    mirror:
-      host: wachttijden-challenger.models.svc.cluster.local
-    mirrorPercentage:
-      value: 100.0
-"""
+MIRROR_SPEC = mirror_virtual_service(100.0, "wachttijden-champion", "wachttijden-challenger")
 
 
 @pytest.fixture(scope="module")
