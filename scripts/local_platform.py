@@ -114,7 +114,7 @@ def ensure_service(name: str, cmd: list[str], *, port: int | None, env: dict[str
                    timeout: float = 180) -> None:
     service = local_services.status(RUN_DIR, name)
     if service is None:
-        if port is not None and port_busy(port):
+        if port is not None and local_services.port_in_use(port):
             raise SystemExit(
                 f"port {port} (for {name}) is taken by another process; stop it or choose another port "
                 f"(see README: SLUICE_*_PORT)"
@@ -125,13 +125,6 @@ def ensure_service(name: str, cmd: list[str], *, port: int | None, env: dict[str
         say(f"{name} already running (pid {service.pid})")
     if ready_url:
         wait_http(ready_url, name, timeout, service)
-
-
-def port_busy(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_http(url: str, name: str, timeout: float, service) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -225,16 +224,6 @@ def _local_env(settings: Settings) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "PYTHONPATH": python_path}
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
-
-
 def ensure_local_service(
     settings: Settings, name: str, cmd: list[str], *, port: int, meta: dict[str, Any]
 ) -> dict[str, Any]:
@@ -245,7 +234,7 @@ def ensure_local_service(
         return {"name": name, "url": current.url, "pid": current.pid, "started": False, **meta}
     if current is not None:
         local_services.stop(run_dir, name)
-    if _port_in_use(port):
+    if local_services.port_in_use(port):
         raise RuntimeError(
             f"port {port} on 127.0.0.1 is taken by a process that is not the recorded {name!r} "
             f"service; stop it or change the port setting"

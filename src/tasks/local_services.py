@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,17 @@ def status(run_dir: Path, name: str) -> Service | None:
         return service
     state_path(run_dir, name).unlink(missing_ok=True)
     return None
+
+
+def port_in_use(port: int) -> bool:
+    """True when something already holds `port` on 127.0.0.1 (a listener on 0.0.0.0 included)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 def start(
