@@ -2,7 +2,7 @@
 # Serve a registered model version on KServe: the project's ServingRuntime + the champion InferenceService.
 #   ./deploy-model.sh [--dry-run|render] [--env dev|prod] [--out DIR]
 #                     [--model-ref ALIAS|VERSION | --storage-uri URI] [--namespace NS]
-# The manifests come from the same builders the deploy_model DAG uses (src/tasks/kserve_builders.py).
+# The manifests come from the same builders the deploy_model DAG uses (src/tasks/deploy/manifests.py).
 # --model-ref (default: champion) is resolved in the MLflow registry at $MLFLOW_TRACKING_URI;
 # --storage-uri skips MLflow. A dry run without either renders the example storageUri.
 set -euo pipefail
@@ -42,7 +42,7 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.kserve_builders render "$tmp" "${render_args[@]}" > /dev/null
+PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.deploy.manifests render "$tmp" "${render_args[@]}" > /dev/null
 
 ensure_namespace "$NAMESPACE"
 # The runtime first: an InferenceService naming a runtime that does not exist yet is rejected.

@@ -50,7 +50,7 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.kserve_builders render "$tmp" "${render_args[@]}" > /dev/null
+PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.deploy.manifests render "$tmp" "${render_args[@]}" > /dev/null
 
 ensure_namespace "$NAMESPACE"
 apply_manifest servingruntime "$tmp/servingruntime.yaml"

@@ -59,9 +59,9 @@ def parse_times(repeats: int = 3) -> dict[str, float]:
 def prepare_throughput(rows: int, work: Path) -> dict[str, float]:
     import pandas as pd
 
-    from tasks.datalake import open_datalake
-    from tasks.generate import generate, write_csv
-    from tasks.prepare import clean_validated, split_clean, validate_raw
+    from tasks.data.datalake import open_datalake
+    from tasks.data.generate import generate, write_csv
+    from tasks.data.prepare import clean_validated, split_clean, validate_raw
 
     raw = write_csv(generate(rows), work / "raw.csv")
     lake = open_datalake(str(work / "lake"))
@@ -80,8 +80,8 @@ def prepare_throughput(rows: int, work: Path) -> dict[str, float]:
 
 
 def epoch_seconds(lake, epochs: int) -> list[float]:
-    from tasks.prepare import read_split
-    from tasks.train import Candidate, fit
+    from tasks.data.prepare import read_split
+    from tasks.training.train import Candidate, fit
 
     train, validation = read_split(lake, "run=bench", "train"), read_split(lake, "run=bench", "validation")
     _, _, _, seconds = fit(train, validation, Candidate("bench", epochs=epochs, batch_size=512))

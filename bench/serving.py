@@ -151,7 +151,7 @@ def service(name: str, cmd: list[str], ready_url: str, log_dir: Path) -> Iterato
 
 def floor(model_dir: Path, seconds: float) -> dict[int, float]:
     """Rows/s of WachttijdenModel.predict_columns in this process, for 1- and 32-row calls."""
-    from tasks.model import WachttijdenModel
+    from models.wachttijden.model import WachttijdenModel
     from tests.serving.small_model import generated_rows
 
     model = WachttijdenModel.load(model_dir / "artifacts" / "model_files")

@@ -1,7 +1,7 @@
 """Bring the local platform up, report its status and take it down: MLflow, Airflow, data, pipelines, serving.
 
 Run through ./deploy-local.sh. Everything lives under .local/ (git-ignored); every service is a
-detached process recorded in .local/run/ by tasks.local_services, so `down` stops exactly what
+detached process recorded in .local/run/ by tasks.deploy.processes, so `down` stops exactly what
 `up` started, and a second `up` reuses what is already running instead of failing.
 """
 
@@ -22,7 +22,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tasks import local_services  # noqa: E402 - after the path setup above
+from tasks.deploy import processes as local_services  # noqa: E402 - after the path setup above
 
 # SLUICE_LOCAL_DIR lets a test run a second, throw-away platform beside a developer's own.
 LOCAL = Path(os.environ.get("SLUICE_LOCAL_DIR", ROOT / ".local")).resolve()
@@ -199,7 +199,7 @@ def ensure_raw_data(rows: int) -> None:
         say(f"raw data present: {target}")
         return
     say(f"generating the reference data set ({rows} rows) into {target}")
-    from tasks.generate import generate, write_csv
+    from tasks.data.generate import generate, write_csv
 
     write_csv(generate(rows), target)
 

@@ -30,7 +30,7 @@ def open_lake(settings):
     `wasb://<conn_id>` names an Airflow connection (`wasb_datalake` in the cluster), resolved
     here because src/tasks does not import Airflow; a relative folder is relative to the project.
     """
-    from tasks.datalake import open_datalake
+    from tasks.data.datalake import open_datalake
 
     url = settings.datalake_url
     if url.startswith("wasb://"):

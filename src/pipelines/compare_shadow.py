@@ -30,7 +30,7 @@ def compare_shadow():
     def compare(params: dict | None = None) -> dict:
         from pathlib import Path
 
-        from tasks.shadow_report import publish_report
+        from tasks.monitoring.shadow_report import publish_report
 
         settings = load_settings()
         run_dir = settings.resolve_path(settings.local_run_dir, PROJECT_ROOT)

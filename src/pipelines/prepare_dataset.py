@@ -35,8 +35,8 @@ def prepare_dataset():
 
     @task
     def validate(raw_file: str, run_id=None) -> dict:
-        from tasks.prepare import partition_for, validate_raw
-        from tasks.validation import DataValidationError
+        from tasks.data.prepare import partition_for, validate_raw
+        from tasks.data.validation import DataValidationError
 
         try:
             return validate_raw(open_lake(load_settings()), raw_file, partition_for(run_id))
@@ -45,8 +45,8 @@ def prepare_dataset():
 
     @task
     def clean(run_id=None) -> dict:
-        from tasks.prepare import clean_validated, partition_for
-        from tasks.validation import DataValidationError
+        from tasks.data.prepare import clean_validated, partition_for
+        from tasks.data.validation import DataValidationError
 
         try:
             return clean_validated(open_lake(load_settings()), partition_for(run_id))
@@ -55,7 +55,7 @@ def prepare_dataset():
 
     @task(outlets=[PREPROCESSED_WACHTTIJDEN])
     def split(run_id=None, outlet_events=None) -> dict:
-        from tasks.prepare import partition_for, split_clean
+        from tasks.data.prepare import partition_for, split_clean
 
         summary = split_clean(open_lake(load_settings()), partition_for(run_id))
         outlet_events[PREPROCESSED_WACHTTIJDEN].extra = {"partition": summary["partition"]}

@@ -27,7 +27,7 @@ from pipelines.assets import PREPROCESSED_WACHTTIJDEN
 def train_model():
     @task
     def choose_partition(params=None, triggering_asset_events=None) -> str:
-        from tasks.prepare import complete_partitions
+        from tasks.data.prepare import complete_partitions
 
         if params.get("partition"):
             return params["partition"]
@@ -42,7 +42,7 @@ def train_model():
 
     @task
     def plan_candidates() -> list[dict]:
-        from tasks.train import candidates_from_config
+        from tasks.training.train import candidates_from_config
 
         try:
             return candidates_from_config(load_settings().train_config)
@@ -51,7 +51,7 @@ def train_model():
 
     @task(executor_config=train_executor_config(), retries=1)
     def train_candidate(candidate: dict, partition: str, run_id=None, dag_run=None) -> dict:
-        from tasks.train import train_candidate as train
+        from tasks.training.train import train_candidate as train
 
         settings = load_settings()
         return train(
@@ -61,7 +61,7 @@ def train_model():
 
     @task
     def register_best(results: list[dict]) -> dict:
-        from tasks.train import register_best as register
+        from tasks.training.train import register_best as register
 
         settings = load_settings()
         return register(list(results), tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)

@@ -29,6 +29,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import is_structured_cloudevent
 
+from models.wachttijden.schema import FEATURES, MODEL_NAME
 from serving.batcher import AdaptiveBatcher
 from serving.prediction_log import (
     REQUEST_ID_HEADER,
@@ -45,7 +46,6 @@ from serving.request_columns import (
     plain_v2_tensors,
     unknown_category_message,
 )
-from tasks.schema import FEATURES, MODEL_NAME
 
 logger = logging.getLogger("sluice.model_server")
 
@@ -119,7 +119,7 @@ def _tensor(infer_input: Any, from_grpc: bool) -> Tensor:
 
 
 class WachttijdenServer(kserve.Model):
-    """Serves `tasks.model.WachttijdenModel` through its traced fast path, batching concurrent requests."""
+    """Serves `models.wachttijden.model.WachttijdenModel` through its traced fast path, batching concurrent requests."""
 
     def __init__(
         self,
@@ -145,7 +145,7 @@ class WachttijdenServer(kserve.Model):
         self.batcher: AdaptiveBatcher | None = None
 
     def load(self) -> bool:
-        from tasks.model import load_served_model
+        from models.wachttijden.model import load_served_model
 
         uri, self.model_version = resolve_model_version(self.model_uri, self._version_override)
         self.model, _ = load_served_model(uri)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.schema import FEATURES
+from models.wachttijden.schema import FEATURES
 
 # How many offending values/rows an error message lists before it abbreviates.
 _SHOWN = 10

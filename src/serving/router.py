@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from models.wachttijden.schema import MODEL_NAME
 from serving.graph_spec import (
     ROOT,
     HttpRoute,
@@ -42,7 +43,6 @@ from serving.prediction_log import (
     JsonLinesWriter,
     forward_record,
 )
-from tasks.schema import MODEL_NAME
 
 logger = logging.getLogger("sluice.router")
 

@@ -65,6 +65,6 @@ def mlflow_server(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def small_raw_csv(tmp_path_factory) -> Path:
     """A generated raw file of 3,000 rows with the published shape and its planted dirty rows."""
-    from tasks.generate import generate, write_csv
+    from tasks.data.generate import generate, write_csv
 
     return write_csv(generate(3_000, seed=7), tmp_path_factory.mktemp("raw") / "wachttijden.csv")

@@ -85,11 +85,11 @@ def roundtrip(
 
 RECORDS = [
     {"timestamp": "2026-01-02T10:00:00.100000Z", "level": "info", "event": "Training candidate 1 of 3",
-     "logger": "tasks.train", "chan": "stdout"},
+     "logger": "tasks.training.train", "chan": "stdout"},
     {"timestamp": "2026-01-02T10:00:01.200000Z", "level": "warning", "event": "val_loss stopped improving",
-     "logger": "tasks.train"},
+     "logger": "tasks.training.train"},
     {"timestamp": "2026-01-02T10:00:02.300000Z", "level": "info", "event": "Registered model wachttijden v7",
-     "logger": "tasks.train"},
+     "logger": "tasks.training.train"},
 ]
 
 TASK_INSTANCES = {

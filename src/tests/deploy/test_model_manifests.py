@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tasks import kserve_builders as kb
+from tasks.deploy import manifests as kb
 from tests.support.processes import REPO_ROOT, free_port
 
 MODEL_DIR = REPO_ROOT / "deploy" / "model"
@@ -67,7 +67,7 @@ class TestCheckedInManifests:
         for name in CHECKED_IN:
             assert load(MODEL_DIR / name) == load(tmp_path / name), (
                 f"deploy/model/{name} is stale: re-render it with "
-                "`PYTHONPATH=src python -m tasks.kserve_builders render deploy/model`"
+                "`PYTHONPATH=src python -m tasks.deploy.manifests render deploy/model`"
             )
 
     @pytest.mark.parametrize("name", CHECKED_IN)
@@ -354,7 +354,7 @@ class TestServingImage:
 
 def test_render_module_runs_with_the_pipelines_python():
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.kserve_builders"],
+        [sys.executable, "-m", "tasks.deploy.manifests"],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")},
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ import pytest
 from tests.support.processes import REPO_ROOT
 
 DAG_MODULES = ("pipelines.deploy_model", "pipelines.deploy_traffic_mirroring")
-HEAVY = ("tensorflow", "keras", "mlflow", "kserve", "kubernetes", "yaml", "tasks.deploy", "tasks.k8s_apply")
+HEAVY = ("tensorflow", "keras", "mlflow", "kserve", "kubernetes", "yaml", "tasks.deploy", "tasks.deploy.kubernetes")
 
 # A fresh interpreter, so the modules loaded are the DAG files' own and not the test session's.
 _IMPORT = """

@@ -25,7 +25,7 @@ def load_dag(dag_id: str):
 @pytest.fixture(scope="module")
 def platform(airflow_db, mlflow_server, small_raw_csv, tmp_path_factory):
     """Airflow Variables (as AIRFLOW_VAR_* env) pointing at a fresh lake and the test MLflow server."""
-    from tasks.datalake import open_datalake
+    from tasks.data.datalake import open_datalake
 
     lake_dir = tmp_path_factory.mktemp("lake")
     open_datalake(str(lake_dir)).write_bytes("raw", RAW, small_raw_csv.read_bytes())
@@ -54,8 +54,8 @@ def trained(platform):
 
 
 def test_both_dag_runs_succeed_and_write_their_own_partition(trained):
-    from tasks.datalake import open_datalake
-    from tasks.prepare import complete_partitions, partition_for
+    from tasks.data.datalake import open_datalake
+    from tasks.data.prepare import complete_partitions, partition_for
 
     assert trained["prepare"].state == "success"
     assert trained["train"].state == "success"
@@ -90,8 +90,8 @@ def test_the_registered_model_has_a_signature_and_an_input_example(trained):
 
 
 def test_a_corrupt_raw_file_fails_prepare_dataset_and_leaves_preprocessed_untouched(trained):
-    from tasks.datalake import open_datalake
-    from tasks.prepare import partition_for
+    from tasks.data.datalake import open_datalake
+    from tasks.data.prepare import partition_for
 
     lake = open_datalake(str(trained["lake_dir"]))
     before = {p: lake.read_bytes("preprocessed", p) for p in lake.list("preprocessed")}

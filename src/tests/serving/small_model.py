@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.schema import FEATURES, TARGET
+from models.wachttijden.schema import FEATURES, TARGET
 
 # A few categories per feature are enough to exercise lookup, one-hot and unknown-category paths.
 CATEGORIES: dict[str, list[str]] = {
@@ -36,7 +36,7 @@ def save_small_model(path: Path, *, seed: int, work_dir: Path, rows: int = 2000,
     """Fit `build_model` briefly on generated rows and save it as an MLflow pyfunc folder at `path`."""
     import keras
 
-    from tasks.model import build_model, save_pyfunc_model, to_model_inputs
+    from models.wachttijden.model import build_model, save_pyfunc_model, to_model_inputs
 
     keras.utils.set_random_seed(seed)
     frame = generated_rows(rows, seed)

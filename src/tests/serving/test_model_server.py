@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from tasks.schema import FEATURES
+from models.wachttijden.schema import FEATURES
 from tests.serving.servers import model_servers
 from tests.serving.small_model import CATEGORIES, generated_rows
 
@@ -45,7 +45,7 @@ def served(server_pair):
 
 @pytest.fixture(scope="module")
 def local_model(champion_model_dir: Path):
-    from tasks.model import WachttijdenModel
+    from models.wachttijden.model import WachttijdenModel
 
     return WachttijdenModel.load(champion_model_dir / "artifacts" / "model_files")
 

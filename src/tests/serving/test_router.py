@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from tasks.schema import FEATURES
+from models.wachttijden.schema import FEATURES
 from tests.serving.servers import (
     SERVING_ENV,
     Service,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tasks.datalake import CONTAINERS, AzureBlobDataLake, DataLake, S3DataLake, open_datalake
+from tasks.data.datalake import CONTAINERS, AzureBlobDataLake, DataLake, S3DataLake, open_datalake
 from tests.support.emulators import (
     AZURITE_BLOB,
     MOTO_ACCESS_KEY,

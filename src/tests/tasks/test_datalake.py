@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tasks.datalake import (
+from tasks.data.datalake import (
     CONTAINERS,
     AzureBlobDataLake,
     DataLake,

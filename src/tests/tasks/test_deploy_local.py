@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import deploy, local_services
+from tasks import deploy
 from tasks.config import Settings
+from tasks.deploy import processes as local_services
 from tests.support.processes import REPO_ROOT, free_port
 
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
@@ -89,7 +90,7 @@ class TestLocalServices:
 
     def test_should_report_and_stop_all_from_the_command_line(self, tmp_path):
         one, two = sleeper(tmp_path, "router"), sleeper(tmp_path, "model")
-        run = [sys.executable, "-m", "tasks.local_services"]
+        run = [sys.executable, "-m", "tasks.deploy.processes"]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
         status = subprocess.run(
             [*run, "status", "--run-dir", str(tmp_path), "--json"],

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from tasks.generate import ENCODING, dirty_row_counts, generate, write_csv
-from tasks.schema import KNOWN_CATEGORIES, RAW_COLUMNS, SEPARATOR
+from models.wachttijden.schema import KNOWN_CATEGORIES, RAW_COLUMNS, SEPARATOR
+from tasks.data.generate import ENCODING, dirty_row_counts, generate, write_csv
 
 
 def test_should_write_the_21_published_columns_semicolon_separated_in_cp1252(tmp_path):

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tasks import k8s_apply
-from tasks import kserve_builders as kb
+from tasks.deploy import kubernetes as k8s_apply
+from tasks.deploy import manifests as kb
 from tests.support.processes import free_port
 
 NS = "models"

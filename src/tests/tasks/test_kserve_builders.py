@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tasks import kserve_builders as kb
+from tasks.deploy import manifests as kb
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("SLUICE_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -344,7 +344,7 @@ class TestRender:
             [
                 sys.executable,
                 "-m",
-                "tasks.kserve_builders",
+                "tasks.deploy.manifests",
                 "render",
                 str(tmp_path),
                 "--which",

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from tasks.datalake import open_datalake
-from tasks.prepare import (
+from models.wachttijden.schema import FEATURES, TARGET
+from tasks.data.datalake import open_datalake
+from tasks.data.prepare import (
     SUCCESS_MARKER,
     clean_validated,
     complete_partitions,
@@ -14,8 +15,7 @@ from tasks.prepare import (
     split_clean,
     validate_raw,
 )
-from tasks.schema import FEATURES, TARGET
-from tasks.validation import DataValidationError
+from tasks.data.validation import DataValidationError
 
 RAW = "wachttijden/wachttijden.csv"
 

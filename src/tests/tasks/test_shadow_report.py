@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from tasks.shadow_report import compare_shadow, render_html, render_markdown
+from tasks.monitoring.shadow_report import compare_shadow, render_html, render_markdown
 from tests.serving.servers import (
     mirror_virtual_service,
     model_servers,

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from tasks.generate import generate, write_csv
-from tasks.schema import FEATURES, TARGET
-from tasks.validation import (
+from models.wachttijden.schema import FEATURES, TARGET
+from tasks.data.generate import generate, write_csv
+from tasks.data.validation import (
     DataValidationError,
     clean,
     read_raw_csv,

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from tasks.schema import FEATURES, KNOWN_CATEGORIES, SEPARATOR, TARGET
+from models.wachttijden.schema import FEATURES, KNOWN_CATEGORIES, SEPARATOR, TARGET
 
 REQUIRED_COLUMNS: tuple[str, ...] = (*FEATURES, TARGET)
 # Waiting times are published in whole weeks; two years and more is a data-entry error.

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tasks.datalake import DataLake
-from tasks.validation import DataValidationError, ValidationReport, clean, read_raw_csv, validate
+from tasks.data.datalake import DataLake
+from tasks.data.validation import DataValidationError, ValidationReport, clean, read_raw_csv, validate
 
 DATASET = "wachttijden"
 SPLITS = ("train", "validation", "test")

@@ -9,16 +9,16 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import kserve_builders as kb
-from tasks import local_services
-from tasks.k8s_apply import KINDS, apply_all, custom_objects_api, smoke_predict, status_url, wait_ready
+from tasks.deploy import manifests as kb
+from tasks.deploy import processes as local_services
+from tasks.deploy.kubernetes import KINDS, apply_all, custom_objects_api, smoke_predict, status_url, wait_ready
 
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
 
     from tasks.config import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SRC_DIR = PROJECT_ROOT / "src"
 TESTDATA = SRC_DIR / "tests" / "data" / "testdata.json"
 

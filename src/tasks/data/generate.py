@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.schema import KNOWN_CATEGORIES, RAW_COLUMNS, SEPARATOR
+from models.wachttijden.schema import KNOWN_CATEGORIES, RAW_COLUMNS, SEPARATOR
 
 # The published file is Windows-1252/Latin-1 encoded; the generator writes the same.
 ENCODING = "cp1252"

@@ -199,7 +199,7 @@ def stop_all(run_dir: Path, timeout: float = 15) -> list[str]:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.local_services", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks.deploy.processes", description=__doc__)
     parser.add_argument("command", choices=("status", "stop-all", "stop"))
     parser.add_argument("names", nargs="*", help="service names for 'stop' (default: all)")
     parser.add_argument("--run-dir", type=Path, default=Path(".local/run"))

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.datalake import DataLake
-from tasks.prepare import read_split
-from tasks.schema import FEATURES, TARGET
+from models.wachttijden.schema import FEATURES, TARGET
+from tasks.data.datalake import DataLake
+from tasks.data.prepare import read_split
 
 EXPERIMENT = "wachttijden"
 
@@ -85,7 +85,7 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, candidate: Candidate):
     """Train one candidate; returns the Keras model, its vocabularies, history and seconds per epoch."""
     import keras
 
-    from tasks.model import build_model, to_model_inputs
+    from models.wachttijden.model import build_model, to_model_inputs
 
     keras.utils.set_random_seed(candidate.seed)
     vocabularies = vocabularies_of(train)
@@ -110,7 +110,7 @@ def train_candidate(
     """Train, evaluate and log one candidate to MLflow. Returns its run and hold-out metrics."""
     import mlflow
 
-    from tasks.model import WachttijdenModel, log_pyfunc_model
+    from models.wachttijden.model import WachttijdenModel, log_pyfunc_model
 
     candidate = Candidate.from_dict(candidate_settings)
     train, validation, test = (read_split(lake, partition, s) for s in ("train", "validation", "test"))

@@ -1,0 +1,1 @@
+"""Data-lake access, the reference data generator, validation and the prepare stage."""

@@ -1,0 +1,1 @@
+"""Reports on served models: the shadow comparison of champion and challenger."""

@@ -1,0 +1,1 @@
+"""Task logic of the Sluice pipelines: plain typed functions with no Airflow import."""
