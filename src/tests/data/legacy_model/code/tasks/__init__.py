@@ -1,1 +1,0 @@
-"""Task logic of the Sluice pipelines: plain typed functions with no Airflow import."""
