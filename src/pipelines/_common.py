@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,6 +69,16 @@ def fail_without_retry(exc: Exception):
     from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException(str(exc))
+
+
+@contextmanager
+def no_retry_on(*errors: type[Exception]) -> Iterator[None]:
+    """Inside the block, `errors` fail the task at once: bad input, or a server that is down and
+    will not be back within the retry delay. Other errors keep the task's retries."""
+    try:
+        yield
+    except errors as exc:
+        raise fail_without_retry(exc) from exc
 
 
 def pod_override_settings(task_key: str) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, PROJECT_ROOT, fail_without_retry, load_settings
+from pipelines._common import DEFAULT_ARGS, PROJECT_ROOT, fail_without_retry, load_settings, no_retry_on
 
 
 @dag(
@@ -31,6 +31,7 @@ def compare_shadow():
         from pathlib import Path
 
         from tasks.monitoring.shadow_report import publish_report
+        from tasks.registry import TrackingServerUnavailable
 
         settings = load_settings()
         run_dir = settings.resolve_path(settings.local_run_dir, PROJECT_ROOT)
@@ -39,12 +40,13 @@ def compare_shadow():
         if not paths:
             # Nothing to compare yet is not worth retrying: say where the logs were expected.
             raise fail_without_retry(FileNotFoundError(f"no prediction logs match {pattern!r} in {run_dir}"))
-        return publish_report(
-            paths,
-            tracking_uri=settings.mlflow_tracking_uri,
-            tolerance_weeks=float(params["tolerance_weeks"]),
-            markdown_path=paths[0].with_name("shadow_report.md"),
-        )
+        with no_retry_on(TrackingServerUnavailable):
+            return publish_report(
+                paths,
+                tracking_uri=settings.mlflow_tracking_uri,
+                tolerance_weeks=float(params["tolerance_weeks"]),
+                markdown_path=paths[0].with_name("shadow_report.md"),
+            )
 
     compare()
 

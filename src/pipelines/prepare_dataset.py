@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, fail_without_retry, load_settings, open_lake
+from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on, open_lake
 from pipelines.assets import PREPROCESSED_WACHTTIJDEN
 
 
@@ -38,20 +38,16 @@ def prepare_dataset():
         from tasks.data.prepare import partition_for, validate_raw
         from tasks.data.validation import DataValidationError
 
-        try:
+        with no_retry_on(DataValidationError):
             return validate_raw(open_lake(load_settings()), raw_file, partition_for(run_id))
-        except DataValidationError as exc:
-            raise fail_without_retry(exc) from exc
 
     @task
     def clean(run_id=None) -> dict:
         from tasks.data.prepare import clean_validated, partition_for
         from tasks.data.validation import DataValidationError
 
-        try:
+        with no_retry_on(DataValidationError):
             return clean_validated(open_lake(load_settings()), partition_for(run_id))
-        except DataValidationError as exc:
-            raise fail_without_retry(exc) from exc
 
     @task(outlets=[PREPROCESSED_WACHTTIJDEN])
     def split(run_id=None, outlet_events=None) -> dict:

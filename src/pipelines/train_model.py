@@ -5,7 +5,14 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, fail_without_retry, load_settings, open_lake, train_executor_config
+from pipelines._common import (
+    DEFAULT_ARGS,
+    fail_without_retry,
+    load_settings,
+    no_retry_on,
+    open_lake,
+    train_executor_config,
+)
 from pipelines.assets import PREPROCESSED_WACHTTIJDEN
 
 
@@ -44,27 +51,29 @@ def train_model():
     def plan_candidates() -> list[dict]:
         from tasks.training.train import candidates_from_config
 
-        try:
+        with no_retry_on(ValueError):
             return candidates_from_config(load_settings().train_config)
-        except ValueError as exc:
-            raise fail_without_retry(exc) from exc
 
     @task(executor_config=train_executor_config(), retries=1)
     def train_candidate(candidate: dict, partition: str, run_id=None, dag_run=None) -> dict:
+        from tasks.registry import TrackingServerUnavailable
         from tasks.training.train import train_candidate as train
 
         settings = load_settings()
-        return train(
-            open_lake(settings), partition, candidate, tracking_uri=settings.mlflow_tracking_uri,
-            tags={"airflow_run_id": run_id, "airflow_dag_id": dag_run.dag_id},
-        )
+        with no_retry_on(TrackingServerUnavailable):
+            return train(
+                open_lake(settings), partition, candidate, tracking_uri=settings.mlflow_tracking_uri,
+                tags={"airflow_run_id": run_id, "airflow_dag_id": dag_run.dag_id},
+            )
 
     @task
     def register_best(results: list[dict]) -> dict:
-        from tasks.training.train import register_best as register
+        from tasks.registry import TrackingServerUnavailable
+        from tasks.registry import register_best as register
 
         settings = load_settings()
-        return register(list(results), tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
+        with no_retry_on(TrackingServerUnavailable):
+            return register(list(results), tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
 
     partition = choose_partition()
     results = train_candidate.partial(partition=partition).expand(candidate=plan_candidates())

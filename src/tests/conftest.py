@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,42 @@ os.environ.update(
 
 VENV_BIN = Path(sys.executable).parent
 SERVING_PYTHON = REPO_ROOT / ".venv-serving" / "bin" / "python"
+
+
+def isolate_mlflow_client(mp: pytest.MonkeyPatch, tracking_uri: str | None = None) -> None:
+    """Record MLflow's client variables in `mp`, so undoing it puts them back as they were.
+
+    Tasks run in the test process: mlflow.set_tracking_uri and set_experiment export
+    MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID, and limit_client_retries sets the retry budget
+    with os.environ.setdefault, all for the rest of the session unless recorded here. No later
+    test should see, or come to rely on, them.
+    """
+    from models.registry import MLFLOW_CLIENT_RETRY_BUDGET
+
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", *MLFLOW_CLIENT_RETRY_BUDGET):
+        mp.setenv(key, "")  # records the value before (or its absence) for the undo
+        mp.delenv(key)
+    if tracking_uri:
+        mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+
+
+def reset_mlflow_client() -> None:
+    """Forget the tracking URI and experiment that code under test gave MLflow (call before undoing the env)."""
+    if "mlflow" in sys.modules:
+        import mlflow
+        import mlflow.tracking.fluent
+
+        mlflow.set_tracking_uri(None)
+        # MLflow has no public call to forget the experiment set_experiment made active.
+        mlflow.tracking.fluent._active_experiment_id = None
+
+
+@pytest.fixture
+def mlflow_client_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MLflow's client settings as they were before the test, whatever the code under test sets."""
+    isolate_mlflow_client(monkeypatch)
+    yield
+    reset_mlflow_client()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.registry import require_tracking_server
+
 DEFAULT_TOLERANCE_WEEKS = 1.0
 
 
@@ -187,13 +189,16 @@ def publish_report(
     markdown_path: Path | None = None,
 ) -> dict[str, Any]:
     """Compare, write the Markdown next to the logs, and log metrics plus both renderings to MLflow."""
-    import mlflow
-
     paths = [Path(p) for p in log_paths]
     report = compare_shadow(paths, tolerance_weeks=tolerance_weeks)
     markdown = render_markdown(report)
     if markdown_path is not None:
         markdown_path.write_text(markdown, encoding="utf-8")
+    # The Markdown beside the logs is written either way; MLflow down fails here, naming the URL.
+    require_tracking_server(tracking_uri)
+
+    import mlflow
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name="compare_shadow") as run:

@@ -1,4 +1,4 @@
-"""The train_model stage: fit candidate Keras models, track them in MLflow, register the best."""
+"""The train_model stage: fit candidate Keras models and track them in MLflow (tasks.registry registers the best)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 from models.wachttijden.schema import FEATURES, TARGET
 from tasks.data.datalake import DataLake
 from tasks.data.prepare import read_split
+from tasks.registry import require_tracking_server
 
 EXPERIMENT = "wachttijden"
 
@@ -107,7 +108,12 @@ def train_candidate(
     lake: DataLake, partition: str, candidate_settings: dict[str, Any], *, tracking_uri: str,
     run_name_prefix: str = "", tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and log one candidate to MLflow. Returns its run and hold-out metrics."""
+    """Train, evaluate and log one candidate to MLflow. Returns its run and hold-out metrics.
+
+    A tracking server that does not answer fails this at once, before minutes of training are spent.
+    """
+    require_tracking_server(tracking_uri)
+
     import mlflow
 
     from models.wachttijden.model import WachttijdenModel, log_pyfunc_model
@@ -155,45 +161,6 @@ def training_curves(history: dict[str, list[float]], title: str):
     fig.tight_layout()
     plt.close(fig)
     return fig
-
-
-def register_best(results: list[dict[str, Any]], *, tracking_uri: str, model_name: str) -> dict[str, Any]:
-    """Register the candidate with the lowest validation MAE and give it the `challenger` alias.
-
-    The first model ever registered also becomes `champion`; after that only the evaluation
-    gate moves `champion`. Re-running for the same run reuses its version instead of adding one.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    if not results:
-        raise ValueError("no trained candidates to choose from")
-    best = min(results, key=lambda r: r["validation"]["mae"])
-    client = MlflowClient(tracking_uri)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        client.create_registered_model(model_name, description="Waiting time (weeks) per care type and region.")
-    existing = client.search_model_versions(f"name='{model_name}' and run_id='{best['run_id']}'")
-    if existing:
-        version = existing[0]
-    else:
-        # mlflow.register_model links the version to the logged model (models:/m-...), which
-        # the low-level create_model_version only does when given the model id as well.
-        mlflow.set_tracking_uri(tracking_uri)
-        version = mlflow.register_model(
-            best["model_uri"], model_name,
-            tags={"candidate": best["candidate"], "validation_mae": f"{best['validation']['mae']:.4f}"},
-        )
-    client.set_registered_model_alias(model_name, "challenger", version.version)
-    aliases = ["challenger"]
-    try:
-        client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
-        client.set_registered_model_alias(model_name, "champion", version.version)
-        aliases.append("champion")
-    return {"model_name": model_name, "version": str(version.version), "aliases": aliases, "best": best}
 
 
 def _epoch_timer():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.slow
 RAW = "wachttijden/wachttijden.csv"
@@ -26,6 +26,7 @@ def load_dag(dag_id: str):
 def platform(airflow_db, mlflow_server, small_raw_csv, tmp_path_factory):
     """Airflow Variables (as AIRFLOW_VAR_* env) pointing at a fresh lake and the test MLflow server."""
     from tasks.data.datalake import open_datalake
+    from tests.conftest import isolate_mlflow_client, reset_mlflow_client
 
     lake_dir = tmp_path_factory.mktemp("lake")
     open_datalake(str(lake_dir)).write_bytes("raw", RAW, small_raw_csv.read_bytes())
@@ -35,14 +36,16 @@ def platform(airflow_db, mlflow_server, small_raw_csv, tmp_path_factory):
         "AIRFLOW_VAR_RAW_FILE": RAW,
         "AIRFLOW_VAR_TRAIN_CONFIG": json.dumps({"epochs": 2, "batch_size": 256}),
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield {"lake_dir": lake_dir, "mlflow": mlflow_server}
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as mp:
+        # The tests below read the registry through MLFLOW_TRACKING_URI; the tasks (run in this
+        # process) point MLflow at the same server. Both end with this module.
+        isolate_mlflow_client(mp, mlflow_server)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        try:
+            yield {"lake_dir": lake_dir, "mlflow": mlflow_server}
+        finally:
+            reset_mlflow_client()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def test_a_corrupt_raw_file_fails_prepare_dataset_and_leaves_preprocessed_untouc
 def champion_server(trained, tmp_path_factory):
     """The model server (serving venv) loading models:/wachttijden@champion from the registry."""
     from tests.conftest import SERVING_PYTHON
-    from tests.support.processes import free_port, http_ok, start_process, stop_process, wait_until
+    from tests.support.processes import http_ok, start_process, stop_process, wait_until
 
     if not SERVING_PYTHON.exists():
         pytest.skip("the serving environment .venv-serving is missing: run scripts/setup.sh dev")
@@ -208,3 +211,22 @@ def test_compare_shadow_fails_without_retry_when_there_are_no_logs(platform, tmp
     assert run.state == "failed"
     (ti,) = run.get_task_instances()
     assert ti.try_number == 1
+
+
+def test_train_model_fails_at_once_without_retry_when_mlflow_is_down(
+    airflow_db, mlflow_client_env, tmp_path, monkeypatch, capfd
+):
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_VAR_MLFLOW_TRACKING_URI", down)
+    monkeypatch.setenv("AIRFLOW_VAR_DATALAKE_URL", str(tmp_path / "lake"))
+    dag = load_dag("train_model")
+    start = time.monotonic()
+    run = dag.test(run_conf={"partition": "run=absent"})
+    seconds = time.monotonic() - start
+    assert run.state == "failed"
+    trained = [ti for ti in run.get_task_instances() if ti.task_id == "train_candidate"]
+    assert len(trained) == 2
+    assert {(ti.state, ti.try_number) for ti in trained} == {("failed", 1)}  # no Airflow retry either
+    # Two candidates, scheduling and task start-up included; the retry delay alone would be 30 s.
+    assert seconds < 30, f"train_model took {seconds:.0f} s to fail with MLflow down"
+    assert f"AirflowFailException: the MLflow tracking server at {down} is unreachable" in capfd.readouterr().out

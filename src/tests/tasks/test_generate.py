@@ -3,7 +3,15 @@
 import pandas as pd
 
 from models.wachttijden.schema import KNOWN_CATEGORIES, RAW_COLUMNS, SEPARATOR
-from tasks.data.generate import ENCODING, dirty_row_counts, generate, write_csv
+from tasks.data.generate import (
+    ENCODING,
+    ROAZ_REGIOS,
+    TYPES_WACHTTIJD,
+    TYPES_ZORGINSTELLING,
+    dirty_row_counts,
+    generate,
+    write_csv,
+)
 
 
 def test_should_write_the_21_published_columns_semicolon_separated_in_cp1252(tmp_path):
@@ -41,3 +49,10 @@ def test_should_have_realistic_category_counts_and_skew():
     target = pd.to_numeric(frame["WACHTTIJD"], errors="coerce").dropna()
     target = target[(target >= 0) & (target <= 104)]
     assert target.mean() > target.median()  # long right tail
+
+
+def test_should_draw_the_closed_categories_from_the_schema():
+    # The schema is the one list of known categories; the generator only adds how often each occurs.
+    assert set(TYPES_WACHTTIJD) == KNOWN_CATEGORIES["TYPE_WACHTTIJD"]
+    assert set(TYPES_ZORGINSTELLING) == KNOWN_CATEGORIES["TYPE_ZORGINSTELLING"]
+    assert set(ROAZ_REGIOS) == KNOWN_CATEGORIES["ROAZ_REGIO"]
