@@ -1,4 +1,4 @@
-"""prepare_dataset: wait for the raw file, validate it, clean it, split it into the run's own partition."""
+"""prepare_dataset: wait for the raw file, skip content prepared before, validate, clean, split into a partition."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pipelines.assets import PREPROCESSED_WACHTTIJDEN
             None, type=["null", "string"], pattern=r"^[^/].*\.csv$",
             description="Path in the raw container; empty uses the raw_file Variable.",
         ),
+        "reprocess": Param(False, type="boolean", description="Prepare the file even if its content was before."),
     },
     tags=["wachttijden", "data"],
     doc_md=__doc__,
@@ -32,6 +33,19 @@ def prepare_dataset():
         settings = load_settings()
         raw_file = params.get("raw_file") or settings.raw_file
         return PokeReturnValue(is_done=open_lake(settings).exists("raw", raw_file), xcom_value=raw_file)
+
+    @task
+    def check_new(raw_file: str, params=None) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tasks.data.prepare import AlreadyPrepared, check_new_raw
+
+        if params.get("reprocess"):
+            return raw_file
+        try:
+            return check_new_raw(open_lake(load_settings()), raw_file)
+        except AlreadyPrepared as exc:
+            raise AirflowSkipException(str(exc)) from exc
 
     @task
     def validate(raw_file: str, run_id=None) -> dict:
@@ -50,14 +64,17 @@ def prepare_dataset():
             return clean_validated(open_lake(load_settings()), partition_for(run_id))
 
     @task(outlets=[PREPROCESSED_WACHTTIJDEN])
-    def split(run_id=None, outlet_events=None) -> dict:
-        from tasks.data.prepare import partition_for, split_clean
+    def split(validated: dict, run_id=None, outlet_events=None) -> dict:
+        from tasks.data.prepare import partition_for, record_prepared, split_clean
 
-        summary = split_clean(open_lake(load_settings()), partition_for(run_id))
+        lake = open_lake(load_settings())
+        summary = split_clean(lake, partition_for(run_id))
+        record_prepared(lake, validated, summary["partition"], run_id)
         outlet_events[PREPROCESSED_WACHTTIJDEN].extra = {"partition": summary["partition"]}
         return summary
 
-    validate(wait_for_raw_file()) >> clean() >> split()
+    validated = validate(check_new(wait_for_raw_file()))
+    validated >> clean() >> split(validated)
 
 
 prepare_dataset()

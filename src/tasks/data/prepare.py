@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tasks.data import ledger
 from tasks.data.datalake import DataLake
 from tasks.data.validation import DataValidationError, ValidationReport, clean, read_raw_csv, validate
 
@@ -36,6 +37,30 @@ class SplitFractions:
         return int(rows * self.train), int(rows * (self.train + self.validation))
 
 
+class AlreadyPrepared(Exception):
+    """The raw file's content was prepared before: preparing it again would only train the same model again."""
+
+
+def check_new_raw(lake: DataLake, raw_file: str) -> str:
+    """`raw_file` when its content is new; AlreadyPrepared (naming the earlier run) when the ledger has it."""
+    digest = ledger.content_digest(lake.read_bytes("raw", raw_file))
+    entry = ledger.processed(lake, DATASET, digest)
+    if entry is not None:
+        raise AlreadyPrepared(
+            f"raw/{raw_file} (sha256 {digest[:12]}) has the content that run {entry['run_id']} prepared into "
+            f"preprocessed/{DATASET}/{entry['partition']}; nothing new to prepare or train "
+            "(trigger with reprocess=true to prepare it again)"
+        )
+    return raw_file
+
+
+def record_prepared(lake: DataLake, validated: dict, partition: str, run_id: str) -> dict:
+    """Enter the validated content in the ledger once its partition is complete."""
+    return ledger.record(
+        lake, DATASET, validated["sha256"], raw_file=validated["raw_file"], partition=partition, run_id=run_id
+    )
+
+
 def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
     """Validate the raw file; the report goes to `intermediate` either way, and a failure raises.
 
@@ -43,8 +68,9 @@ def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
     on exactly what was validated (and does not parse the CSV a second time).
     """
     source = f"raw/{raw_file}"
+    data = lake.read_bytes("raw", raw_file)
     try:
-        frame = read_raw_csv(lake.read_bytes("raw", raw_file), source)
+        frame = read_raw_csv(data, source)
         report, _ = validate(frame, source)
     except DataValidationError as exc:
         frame, report = None, exc.report
@@ -58,7 +84,14 @@ def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
     if not report.ok:
         raise DataValidationError(report)
     lake.write_bytes("intermediate", partition_path(partition, "validated.parquet"), to_parquet(frame), overwrite=True)
-    return {"total_rows": report.total_rows, "valid_rows": report.valid_rows, "row_issues": report.row_issues}
+    return {
+        "raw_file": raw_file,
+        # Of exactly the bytes validated: the ledger records this content, whatever lands in raw/ later.
+        "sha256": ledger.content_digest(data),
+        "total_rows": report.total_rows,
+        "valid_rows": report.valid_rows,
+        "row_issues": report.row_issues,
+    }
 
 
 def clean_validated(lake: DataLake, partition: str) -> dict:

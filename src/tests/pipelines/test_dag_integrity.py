@@ -50,12 +50,13 @@ def test_should_load_no_heavy_library_at_parse_time(parsed):
     assert parsed["heavy"] == [], f"imported while parsing DAG files: {parsed['heavy']}"
 
 
-def test_prepare_dataset_wires_sensor_validate_clean_split(parsed):
+def test_prepare_dataset_wires_sensor_check_validate_clean_split(parsed):
     tasks = parsed["dags"]["prepare_dataset"]
-    assert set(tasks) == {"wait_for_raw_file", "validate", "clean", "split"}
-    assert tasks["validate"]["upstream"] == ["wait_for_raw_file"]
+    assert set(tasks) == {"wait_for_raw_file", "check_new", "validate", "clean", "split"}
+    assert tasks["check_new"]["upstream"] == ["wait_for_raw_file"]
+    assert tasks["validate"]["upstream"] == ["check_new"]
     assert tasks["clean"]["upstream"] == ["validate"]
-    assert tasks["split"]["upstream"] == ["clean"]
+    assert sorted(tasks["split"]["upstream"]) == ["clean", "validate"]
 
 
 def test_train_model_trains_candidates_then_registers_the_best(parsed):

@@ -92,6 +92,23 @@ def test_the_registered_model_has_a_signature_and_an_input_example(trained):
     assert info.saved_input_example_info is not None
 
 
+def test_the_same_raw_content_again_prepares_nothing_and_emits_no_dataset_event(trained):
+    from tasks.data import ledger
+    from tasks.data.datalake import open_datalake
+    from tasks.data.prepare import complete_partitions, partition_for
+
+    lake = open_datalake(str(trained["lake_dir"]))
+    before = complete_partitions(lake)
+    run = load_dag("prepare_dataset").test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success"
+    assert states["check_new"] == "skipped" and states["split"] == "skipped"
+    assert complete_partitions(lake) == before
+    entry = ledger.processed(lake, "wachttijden", ledger.content_digest(lake.read_bytes("raw", RAW)))
+    assert entry["run_id"] == trained["prepare"].run_id
+    assert entry["partition"] == partition_for(trained["prepare"].run_id)
+
+
 def test_a_corrupt_raw_file_fails_prepare_dataset_and_leaves_preprocessed_untouched(trained):
     from tasks.data.datalake import open_datalake
     from tasks.data.prepare import partition_for

@@ -89,3 +89,30 @@ def test_a_corrupt_raw_file_fails_with_the_report_and_leaves_preprocessed_untouc
     with pytest.raises(DataValidationError, match="validate first"):
         clean_validated(lake, "run=bad")  # even if someone skipped validation
     assert not lake.exists("intermediate", "wachttijden/run=bad/clean.parquet")
+
+
+class TestLedgerOfPreparedContent:
+    def test_new_content_passes_and_the_validated_digest_is_what_gets_recorded(self, lake):
+        from tasks.data.prepare import check_new_raw, record_prepared
+
+        assert check_new_raw(lake, RAW) == RAW
+        validated = validate_raw(lake, RAW, "run=a")
+        clean_validated(lake, "run=a")
+        split_clean(lake, "run=a")
+        entry = record_prepared(lake, validated, "run=a", "a")
+        assert entry["sha256"] == validated["sha256"] and entry["partition"] == "run=a"
+
+    def test_prepared_content_is_refused_with_the_earlier_run_named_even_under_another_name(self, lake):
+        from tasks.data.prepare import AlreadyPrepared, check_new_raw, record_prepared
+
+        record_prepared(lake, validate_raw(lake, RAW, "run=a"), "run=a", "manual__a")
+        lake.write_bytes("raw", "wachttijden/2026/11/29/copy.csv", lake.read_bytes("raw", RAW))
+        with pytest.raises(AlreadyPrepared, match=r"run manual__a prepared into preprocessed/wachttijden/run=a"):
+            check_new_raw(lake, "wachttijden/2026/11/29/copy.csv")
+
+    def test_one_changed_byte_is_new_content(self, lake):
+        from tasks.data.prepare import check_new_raw, record_prepared
+
+        record_prepared(lake, validate_raw(lake, RAW, "run=a"), "run=a", "a")
+        lake.write_bytes("raw", "wachttijden/changed.csv", lake.read_bytes("raw", RAW) + b"\n")
+        assert check_new_raw(lake, "wachttijden/changed.csv") == "wachttijden/changed.csv"
