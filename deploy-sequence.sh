@@ -6,62 +6,35 @@
 #                        [--champion-ref REF | --champion-uri URI] [--challenger-ref REF | --challenger-uri URI]
 #                        [--mirror-percent 0-100]
 # Refs (default: the champion / challenger aliases) are resolved in MLflow at $MLFLOW_TRACKING_URI.
+# Rendered, applied and waited for by `python -m tasks.deploy.render --apply`, the same code the
+# deploy_traffic_mirroring DAG runs: the services first, the mirroring objects once they are Ready.
 set -euo pipefail
 # shellcheck source=deploy/lib/common.sh
 source "$(dirname "$0")/deploy/lib/common.sh"
 
-MODEL_NAME=${SLUICE_MODEL_NAME:-wachttijden}
-NAMESPACE=${SLUICE_KSERVE_NAMESPACE:-models}
 CHAMPION_REF=champion
 CHALLENGER_REF=challenger
 CHAMPION_URI=""
 CHALLENGER_URI=""
 MIRROR_PERCENT=100
-common_args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --champion-ref) [ $# -ge 2 ] || die "$1 needs a value"; CHAMPION_REF=$2; shift ;;
-    --challenger-ref) [ $# -ge 2 ] || die "$1 needs a value"; CHALLENGER_REF=$2; shift ;;
-    --champion-uri) [ $# -ge 2 ] || die "$1 needs a value"; CHAMPION_URI=$2; shift ;;
-    --challenger-uri) [ $# -ge 2 ] || die "$1 needs a value"; CHALLENGER_URI=$2; shift ;;
-    --mirror-percent) [ $# -ge 2 ] || die "$1 needs a value"; MIRROR_PERCENT=$2; shift ;;
-    --namespace) [ $# -ge 2 ] || die "$1 needs a value"; NAMESPACE=$2; shift ;;
-    *) common_args+=("$1") ;;
-  esac
-  shift
-done
-sluice_init sequence "${common_args[@]}"
-
-need_context
-if { [ -z "$CHAMPION_URI" ] || [ -z "$CHALLENGER_URI" ]; } && ! is_dry_run; then
-  need_env MLFLOW_TRACKING_URI
-fi
-preflight_done
-
-render_args=(--which mirror --model-name "$MODEL_NAME" --namespace "$NAMESPACE" --mirror-percent "$MIRROR_PERCENT")
+model_args "--champion-ref=CHAMPION_REF --challenger-ref=CHALLENGER_REF --champion-uri=CHAMPION_URI
+  --challenger-uri=CHALLENGER_URI --mirror-percent=MIRROR_PERCENT" "$@"
+sluice_init sequence "${COMMON_ARGS[@]}"
 if [ -n "$CHAMPION_URI" ] && [ -n "$CHALLENGER_URI" ]; then
-  render_args+=(--champion-uri "$CHAMPION_URI" --challenger-uri "$CHALLENGER_URI")
-elif [ -n "${MLFLOW_TRACKING_URI:-}" ]; then
-  [ -z "$CHAMPION_URI$CHALLENGER_URI" ] || die "give both --champion-uri and --challenger-uri, or neither"
-  render_args+=(--resolve --champion-uri "$CHAMPION_REF" --challenger-uri "$CHALLENGER_REF")
+  needs_registry=0
+elif [ -z "$CHAMPION_URI$CHALLENGER_URI" ]; then
+  needs_registry=1
 else
-  log "MLFLOW_TRACKING_URI is not set: rendering the example storageUris (dry run only)"
+  die "give both --champion-uri and --challenger-uri, or neither"
 fi
+model_preflight "$needs_registry"
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.deploy.manifests render "$tmp" "${render_args[@]}" > /dev/null
-
-ensure_namespace "$NAMESPACE"
-apply_manifest servingruntime "$tmp/servingruntime.yaml"
-apply_manifest inferenceservice-champion "$tmp/inferenceservice-champion.yaml"
-apply_manifest inferenceservice-challenger "$tmp/inferenceservice-challenger.yaml"
-# The graph controller resolves serviceName to the services' URLs, so they must be Ready first.
-kube_wait --for=condition=Ready --timeout=600s -n "$NAMESPACE" \
-  "inferenceservice/$MODEL_NAME" "inferenceservice/$MODEL_NAME-challenger"
-apply_manifest inferencegraph-mirror "$tmp/inferencegraph-mirror.yaml"
-apply_manifest gateway-mirror "$tmp/gateway-mirror.yaml"
-apply_manifest virtualservice-mirror "$tmp/virtualservice-mirror.yaml"
-kube_wait --for=condition=Ready --timeout=300s -n "$NAMESPACE" "inferencegraph/$MODEL_NAME-mirror"
+render_args=(--which mirror --mirror-percent "$MIRROR_PERCENT")
+if [ "$needs_registry" = 0 ]; then
+  render_args+=(--champion-uri "$CHAMPION_URI" --challenger-uri "$CHALLENGER_URI")
+elif uses_registry; then
+  render_args+=(--resolve --champion-uri "$CHAMPION_REF" --challenger-uri "$CHALLENGER_REF")
+fi
+deploy_models "${render_args[@]}"
 run_cluster "$KUBECTL" get inferenceservice,inferencegraph,virtualservice -n "$NAMESPACE"
 finish

@@ -22,7 +22,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tasks.deploy import processes as local_services  # noqa: E402 - after the path setup above
+from tasks.deploy import processes  # noqa: E402 - after the path setup above
 
 # SLUICE_LOCAL_DIR lets a test run a second, throw-away platform beside a developer's own.
 LOCAL = Path(os.environ.get("SLUICE_LOCAL_DIR", ROOT / ".local")).resolve()
@@ -112,40 +112,13 @@ def variables() -> dict[str, object]:
 
 def ensure_service(name: str, cmd: list[str], *, port: int | None, env: dict[str, str], ready_url: str | None,
                    timeout: float = 180) -> None:
-    service = local_services.status(RUN_DIR, name)
-    if service is None:
-        if port is not None and local_services.port_in_use(port):
-            raise SystemExit(
-                f"port {port} (for {name}) is taken by another process; stop it or choose another port "
-                f"(see README: SLUICE_*_PORT)"
-            )
-        say(f"starting {name}")
-        service = local_services.start(RUN_DIR, name, cmd, port=port, env=env, cwd=ROOT)
-    else:
-        say(f"{name} already running (pid {service.pid})")
+    """Start a platform service unless it already runs with the same command; wait for its ready URL."""
+    service, started = processes.ensure(RUN_DIR, name, cmd, port=port, env=env, cwd=ROOT, role=processes.Role(name))
+    say(f"started {name}" if started else f"{name} already running (pid {service.pid})")
     if ready_url:
-        wait_http(ready_url, name, timeout, service)
-
-
-def wait_http(url: str, name: str, timeout: float, service) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not local_services.is_running(service):
-            raise SystemExit(f"{name} stopped while starting; last lines of {service.log}:\n{tail(service.log)}")
-        try:
-            if requests.get(url, timeout=3).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"{name} not ready at {url} after {timeout:.0f}s; see {service.log}")
-
-
-def tail(path: str, lines: int = 30) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
+        # Any 2xx/3xx: MLflow's /health and Airflow's monitor endpoint answer 200 once they serve.
+        processes.wait_until_ready(service, ready_url, timeout=timeout,
+                                   ready=lambda code: code is not None and 200 <= code < 400)
 
 
 def start_mlflow() -> None:
@@ -299,10 +272,16 @@ def run_pipelines(mirror: bool) -> Airflow:
     airflow.wait_for_dags(PIPELINE_DAGS)
     prepare = airflow.trigger("prepare_dataset")
     airflow.follow("prepare_dataset", prepare, timeout=1200)
-    # The dataset event is emitted by the split task, before the prepare run itself ends.
-    started = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["start_date"]
-    train = airflow.asset_triggered_run("train_model", after=started)
-    airflow.follow("train_model", train, timeout=3600)
+    split = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}/taskInstances/split")
+    if split["state"] == "success":
+        # The dataset event is emitted by the split task, before the prepare run itself ends.
+        started = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["start_date"]
+        train = airflow.asset_triggered_run("train_model", after=started)
+        airflow.follow("train_model", train, timeout=3600)
+    else:
+        # prepare_dataset skips raw content it prepared before: no new partition, no dataset
+        # event, so train_model does not run and the registered champion stays.
+        say("the raw data was prepared before: no new partition, train_model is not run again")
     deploy = airflow.trigger("deploy_model", {"model_ref": "champion"})
     airflow.follow("deploy_model", deploy, timeout=600)
     if mirror:
@@ -347,21 +326,16 @@ Status / stop:
 
 
 def down(_: argparse.Namespace) -> None:
-    stopped = local_services.stop_all(RUN_DIR)
+    stopped = processes.stop_all(RUN_DIR)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 
 def status(_: argparse.Namespace) -> None:
-    names = local_services.names(RUN_DIR)
-    if not names:
+    states = processes.status(RUN_DIR)
+    if not states:
         print("nothing is running (./deploy-local.sh starts the platform)")
-        return
-    for name in names:
-        service = local_services.status(RUN_DIR, name)
-        if service is None:
-            print(f"{name:<22} stopped")
-        else:
-            print(f"{name:<22} running  pid={service.pid:<7} {service.url or ''}")
+    for state in states:
+        print(state.describe())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -375,7 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("down", help="stop every process that up started")
     sub.add_parser("status", help="say what is running")
     args = parser.parse_args(argv or ["up"])
-    {"up": up, "down": down, "status": status, None: up}[args.command](args)
+    try:
+        {"up": up, "down": down, "status": status, None: up}[args.command](args)
+    except processes.PortTaken as exc:
+        raise SystemExit(f"{exc} (see README: SLUICE_*_PORT)") from None
+    except (processes.ServiceExited, TimeoutError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

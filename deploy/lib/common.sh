@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared plumbing for the deploy-*.sh scripts: arguments, preflight, dry-run rendering, secrets.
 #
-# Every command that would change a cluster goes through run_cluster/apply_manifest/helm_release.
+# Every command that would change a cluster goes through run_cluster/apply_manifest/helm_release,
+# or, for the model scripts, deploy_models (the Python apply path the deploy DAGs share).
 # With --dry-run (alias: render) those write what they would apply into $RENDER_DIR and record
 # the exact commands in $RENDER_DIR/commands.sh, so a dry run needs no cluster at all.
 
@@ -248,6 +249,70 @@ render_helm() {
 
 kube_wait() {  # kube_wait ARGS...: kubectl wait, after a CRD or controller something depends on
   run_cluster "$KUBECTL" wait "$@"
+}
+
+# --- model deploys (deploy-model.sh, deploy-sequence.sh) --------------------------------------
+
+# model_args "--opt=VAR ..." "$@": the model scripts' own options (plus --namespace) set their
+# variables; every other argument is left in COMMON_ARGS for sluice_init.
+model_args() {
+  local spec="--namespace=NAMESPACE $1" pair var
+  shift
+  MODEL_NAME=${SLUICE_MODEL_NAME:-wachttijden}
+  NAMESPACE=${SLUICE_KSERVE_NAMESPACE:-models}
+  COMMON_ARGS=()
+  while [ $# -gt 0 ]; do
+    var=""
+    for pair in $spec; do
+      [ "$1" = "${pair%%=*}" ] && var=${pair#*=}
+    done
+    if [ -n "$var" ]; then
+      [ $# -ge 2 ] || die "$1 needs a value"
+      printf -v "$var" '%s' "$2"
+      shift
+    else
+      COMMON_ARGS+=("$1")
+    fi
+    shift
+  done
+}
+
+# model_preflight NEEDS_REGISTRY: a real run needs a cluster, the kubernetes client in $PYTHON,
+# and MLFLOW_TRACKING_URI when NEEDS_REGISTRY is 1 (a model ref rather than a storage URI).
+model_preflight() {
+  need_context
+  [ "$1" = 1 ] && need_env MLFLOW_TRACKING_URI
+  if ! is_dry_run && ! "$PYTHON" -c 'import kubernetes' > /dev/null 2>&1; then
+    _MISSING+=("python package 'kubernetes' not importable by $PYTHON (scripts/setup.sh dev)")
+  fi
+  preflight_done
+}
+
+uses_registry() {  # true when refs can be resolved in MLflow; else the example storageUris are rendered
+  [ -n "${MLFLOW_TRACKING_URI:-}" ] && return 0
+  log "MLFLOW_TRACKING_URI is not set: rendering the example storageUris (dry run only)"
+  return 1
+}
+
+# deploy_models RENDER_ARGS...: `python -m tasks.deploy.render --apply`, the code the deploy DAGs
+# run, applies the manifests in order (runtime, InferenceServices, wait for Ready, then the
+# mirroring objects, wait), with one conflict policy. A dry run writes the manifests numbered in
+# that order into $RENDER_DIR and records the command instead.
+deploy_models() {
+  local args=(--model-name "$MODEL_NAME" --namespace "$NAMESPACE" "$@") out listing path
+  ensure_namespace "$NAMESPACE"
+  out=$(mktemp -d)
+  if is_dry_run; then
+    listing=$(PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.deploy.render "$out" "${args[@]}")
+    while IFS= read -r path; do
+      _render_path "$(basename "$path" .yaml)"
+      mv "$path" "$_TARGET"
+    done <<< "$listing"
+    _record env PYTHONPATH=src python -m tasks.deploy.render "$RENDER_DIR/applied" "${args[@]}" --apply
+  else
+    PYTHONPATH="$SLUICE_ROOT/src" "$PYTHON" -m tasks.deploy.render "$out" "${args[@]}" --apply > /dev/null
+  fi
+  rm -rf "$out"
 }
 
 # --- secrets ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, load_settings
+from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on
 
 
 @dag(
@@ -37,27 +37,29 @@ from pipelines._common import DEFAULT_ARGS, load_settings
 def deploy_model():
     @task
     def resolve(params: dict | None = None) -> dict:
-        from tasks.deploy import resolve_model
+        from tasks.deploy import steps
+        from tasks.registry import TrackingServerUnavailable
 
-        return resolve_model(load_settings(), params["model_ref"])
+        with no_retry_on(TrackingServerUnavailable):  # MLflow down: fail now, naming its URL
+            return steps.resolve_version(load_settings(), params["model_ref"])
 
     @task
     def serve(resolved: dict) -> dict:
-        from tasks.deploy import start_model
+        from tasks.deploy import steps
 
-        return start_model(load_settings(), resolved)
+        return steps.serve_model(load_settings(), resolved)
 
     @task(execution_timeout=timedelta(minutes=15))
     def wait_ready(deployment: dict) -> dict:
-        from tasks.deploy import wait_until_ready
+        from tasks.deploy import steps
 
-        return wait_until_ready(load_settings(), deployment)
+        return steps.wait_until_ready(load_settings(), deployment)
 
     @task
     def smoke_test(deployment: dict) -> dict:
-        from tasks.deploy import smoke_test
+        from tasks.deploy import steps
 
-        return smoke_test(deployment)
+        return steps.smoke_test(deployment)
 
     smoke_test(wait_ready(serve(resolve())))
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, load_settings
+from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on
 
 _REF_PATTERN = r"^[A-Za-z0-9_-]+$"
 
@@ -43,27 +43,29 @@ _REF_PATTERN = r"^[A-Za-z0-9_-]+$"
 def deploy_traffic_mirroring():
     @task
     def resolve(role: str, params: dict | None = None) -> dict:
-        from tasks.deploy import resolve_model
+        from tasks.deploy import steps
+        from tasks.registry import TrackingServerUnavailable
 
-        return resolve_model(load_settings(), params[f"{role}_ref"])
+        with no_retry_on(TrackingServerUnavailable):  # MLflow down: fail now, naming its URL
+            return steps.resolve_version(load_settings(), params[f"{role}_ref"])
 
     @task
     def serve(champion: dict, challenger: dict, params: dict | None = None) -> dict:
-        from tasks.deploy import start_mirroring
+        from tasks.deploy import steps
 
-        return start_mirroring(load_settings(), champion, challenger, float(params["mirror_percent"]))
+        return steps.serve_mirroring(load_settings(), champion, challenger, float(params["mirror_percent"]))
 
     @task(execution_timeout=timedelta(minutes=20))
     def wait_ready(deployment: dict) -> dict:
-        from tasks.deploy import wait_until_ready
+        from tasks.deploy import steps
 
-        return wait_until_ready(load_settings(), deployment)
+        return steps.wait_until_ready(load_settings(), deployment)
 
     @task
     def smoke_test(deployment: dict) -> dict:
-        from tasks.deploy import smoke_test
+        from tasks.deploy import steps
 
-        return smoke_test(deployment)
+        return steps.smoke_test(deployment)
 
     champion = resolve.override(task_id="resolve_champion")("champion")
     challenger = resolve.override(task_id="resolve_challenger")("challenger")

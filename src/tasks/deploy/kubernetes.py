@@ -1,23 +1,40 @@
-"""A small layer that server-side applies builder output, waits for Ready and smoke-tests a prediction."""
+"""The Kubernetes target: server-side apply of the builders' objects in one order, waits for Ready."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tasks.deploy import manifests as builders
+from tasks.deploy.deployment import Deployment
+from tasks.deploy.names import isvc_name
+from tasks.deploy.smoke import infer_path
+from tasks.deploy.storage import storage_uri_for
+from tasks.deploy.versions import serving_image
+
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
+
+    from tasks.config import Settings
+    from tasks.registry import ResolvedVersion
 
 # One owner name for every object the pipelines apply, so `kubectl get -o yaml --show-managed-fields`
 # tells what the DAGs manage, and the shell scripts (same name) converge to the same owner.
 FIELD_MANAGER = "sluice"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# The one conflict policy of every apply (the deploy DAGs and deploy-model.sh/deploy-sequence.sh,
+# which call `python -m tasks.deploy.render --apply`): force. These objects are declared by the
+# builders and owned by the pipelines; a field someone changed by hand (`kubectl edit`, another
+# field manager) is taken back, as a re-run must converge instead of failing with a 409 conflict.
+FORCE_CONFLICTS = True
+# Applied first, in this order: KServe rejects an InferenceService whose runtime does not exist
+# yet, and the InferenceGraph controller resolves each step's serviceName to the URL of a Ready
+# InferenceService, so everything that routes to the services is applied after they are Ready.
+SERVING_KINDS = ("ServingRuntime", "InferenceService")
+READY_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -76,14 +93,11 @@ def apply(
     *,
     api: CustomObjectsApi,
     field_manager: str = FIELD_MANAGER,
-    force: bool = True,
 ) -> dict[str, Any]:
-    """Server-side apply one object and return it as the server stored it.
+    """Server-side apply one object (conflicts: FORCE_CONFLICTS) and return it as the server stored it.
 
     Applying the same manifest again is a no-op on the server (same resourceVersion), so a
-    retried task converges. `force=True` because the DAG is the declared owner of these
-    objects: a field someone changed by hand (`kubectl edit`, another manager) is taken back
-    instead of failing the deploy with a 409 conflict. Pass force=False to see conflicts.
+    retried task converges.
     """
     from kubernetes.client.exceptions import ApiException
 
@@ -95,7 +109,7 @@ def apply(
             field_manager=field_manager,
             # Strict: an unknown or duplicated field is an error, not a silently dropped value.
             field_validation="Strict",
-            force=force,
+            force=FORCE_CONFLICTS,
             _content_type=APPLY_CONTENT_TYPE,
         )
     except ApiException as exc:
@@ -107,11 +121,9 @@ def apply(
     return result
 
 
-def apply_all(
-    manifests: Iterable[Mapping[str, Any]], *, api: CustomObjectsApi, force: bool = True
-) -> list[dict[str, Any]]:
-    """Apply in order (runtime before the services that use it, services before graphs)."""
-    return [apply(m, api=api, force=force) for m in manifests]
+def apply_all(manifests: Iterable[Mapping[str, Any]], *, api: CustomObjectsApi) -> list[dict[str, Any]]:
+    """Apply in the given order; see apply_in_order for the order a deployment needs."""
+    return [apply(m, api=api) for m in manifests]
 
 
 def _describe_api_error(exc: Any, manifest: Mapping[str, Any]) -> str:
@@ -129,8 +141,8 @@ def _describe_api_error(exc: Any, manifest: Mapping[str, Any]) -> str:
     hint = {
         404: "the API server does not know this kind or namespace: is the CRD installed "
         "(KServe/Istio) and does the namespace exist?",
-        409: "another field manager owns these fields; re-run with force=True to take them over "
-        "or remove the other manager's change",
+        409: "another field manager owns these fields and the apply did not take them over "
+        "(see FORCE_CONFLICTS)",
         422: "the object is invalid for this cluster's CRD schema or admission webhook",
         401: "not authenticated to the cluster",
         403: "the service account may not patch this resource (check its RBAC Role)",
@@ -242,59 +254,143 @@ def status_url(obj: Mapping[str, Any]) -> str:
     return url.rstrip("/")
 
 
-def smoke_predict(
-    url: str,
-    body: Mapping[str, Any],
+# --------------------------------------------------------------------------- the one apply order
+
+
+def _stages(manifests: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    serving = sorted((m for m in manifests if m["kind"] in SERVING_KINDS), key=lambda m: SERVING_KINDS.index(m["kind"]))
+    return serving, [m for m in manifests if m["kind"] not in SERVING_KINDS]
+
+
+def _wait_all(
+    manifests: Iterable[Mapping[str, Any]], *, api: CustomObjectsApi, timeout: float, poll_interval: float,
+    log: Callable[[str], None],
+) -> dict[str, str]:
+    urls = {}
+    for m in manifests:
+        if kind_of(m).has_ready:
+            meta = m["metadata"]
+            obj = wait_ready(m["kind"], meta["name"], meta["namespace"], timeout, api=api, poll_interval=poll_interval)
+            urls[meta["name"]] = status_url(obj)
+            log(f"{m['kind']} {meta['namespace']}/{meta['name']} is Ready at {urls[meta['name']]}")
+    return urls
+
+
+def _apply_logged(manifests: Iterable[Mapping[str, Any]], *, api: CustomObjectsApi, log: Callable[[str], None]) -> None:
+    for m in manifests:
+        apply(m, api=api)
+        log(f"applied {m['kind']} {m['metadata']['namespace']}/{m['metadata']['name']}")
+
+
+def apply_serving(
+    manifests: Sequence[Mapping[str, Any]], *, api: CustomObjectsApi, log: Callable[[str], None] = lambda _: None
+) -> None:
+    """First half of the order: the ServingRuntime, then the InferenceServices."""
+    _apply_logged(_stages(manifests)[0], api=api, log=log)
+
+
+def wait_and_route(
+    manifests: Sequence[Mapping[str, Any]],
     *,
-    output: str = "predictions",
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 30,
-) -> list[float]:
-    """POST a V2 infer request and check the answer has one finite number per input row."""
-    rows = _row_count(body)
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
-        method="POST",
+    api: CustomObjectsApi,
+    timeout: float = READY_TIMEOUT_S,
+    poll_interval: float = 5.0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, str]:
+    """Second half: wait for the InferenceServices, apply what routes to them, wait for the graph; name -> URL."""
+    serving, routing = _stages(manifests)
+    urls = _wait_all(serving, api=api, timeout=timeout, poll_interval=poll_interval, log=log)
+    _apply_logged(routing, api=api, log=log)
+    return urls | _wait_all(routing, api=api, timeout=timeout, poll_interval=poll_interval, log=log)
+
+
+def apply_in_order(
+    manifests: Sequence[Mapping[str, Any]],
+    *,
+    api: CustomObjectsApi,
+    timeout: float = READY_TIMEOUT_S,
+    poll_interval: float = 5.0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, str]:
+    """Apply and wait for a whole deployment (what `render --apply` runs); name -> in-cluster URL."""
+    apply_serving(manifests, api=api, log=log)
+    return wait_and_route(manifests, api=api, timeout=timeout, poll_interval=poll_interval, log=log)
+
+
+# --------------------------------------------------------------------------- the deploy target
+
+
+def _storage_uri(settings: Settings, version: ResolvedVersion) -> str:
+    return storage_uri_for(version.download_uri, artifact_root=settings.mlflow_artifacts_destination or None)
+
+
+def _builder_inputs(settings: Settings) -> dict[str, Any]:
+    return {
+        "model_name": settings.model_name,
+        "namespace": settings.kserve_namespace,
+        "image": settings.serving_image or serving_image(),
+        "service_account": settings.kserve_service_account or None,
+    }
+
+
+def serve_model(settings: Settings, champion: ResolvedVersion, *, api: CustomObjectsApi | None = None) -> Deployment:
+    """Apply the runtime and the champion InferenceService (the wait step waits for it)."""
+    manifests = builders.model_manifests(
+        **_builder_inputs(settings), storage_uri=_storage_uri(settings, champion), version=champion.version
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own endpoint
-            payload = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:500]
-        raise RuntimeError(f"smoke test POST {url} answered HTTP {exc.code}: {detail}") from exc
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise RuntimeError(f"smoke test POST {url} failed: {getattr(exc, 'reason', exc)}") from exc
-
-    outputs = payload.get("outputs") if isinstance(payload, dict) else None
-    if not outputs:
-        raise RuntimeError(f"smoke test {url}: no 'outputs' in the answer: {str(payload)[:300]}")
-    chosen = next((o for o in outputs if o.get("name") == output), outputs[0] if len(outputs) == 1 else None)
-    if chosen is None:
-        raise RuntimeError(f"smoke test {url}: no output {output!r} among {[o.get('name') for o in outputs]}")
-    shape, data = chosen.get("shape") or [], _flatten(chosen.get("data"))
-    # [n] or [n, 1] are both one prediction per row.
-    if not shape or shape[0] != rows or math.prod(shape) != rows or len(data) != rows:
-        raise RuntimeError(
-            f"smoke test {url}: expected {rows} predictions, got shape {shape} with {len(data)} values"
-        )
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in data):
-        raise RuntimeError(f"smoke test {url}: non-numeric or non-finite predictions {data}")
-    return [float(v) for v in data]
+    apply_serving(list(manifests.values()), api=api or custom_objects_api())
+    return Deployment(
+        target="kubernetes",
+        model_name=settings.model_name,
+        entry=isvc_name(settings.model_name),
+        entry_path=infer_path(settings.model_name),
+        versions={"champion": champion.to_dict()},
+        namespace=settings.kserve_namespace,
+        manifests=tuple(manifests.values()),
+    )
 
 
-def _row_count(body: Mapping[str, Any]) -> int:
-    inputs = body.get("inputs") or []
-    if not inputs:
-        raise ValueError("a V2 request body needs 'inputs'")
-    counts = {int(i["shape"][0]) for i in inputs}
-    if len(counts) != 1:
-        raise ValueError(f"inputs disagree on the row count: {sorted(counts)}")
-    return counts.pop()
+def serve_mirroring(
+    settings: Settings,
+    champion: ResolvedVersion,
+    challenger: ResolvedVersion,
+    mirror_percent: float,
+    *,
+    api: CustomObjectsApi | None = None,
+) -> Deployment:
+    """Apply the runtime and both InferenceServices; the wait step applies the mirroring objects after them."""
+    manifests = builders.mirror_manifests(
+        **_builder_inputs(settings),
+        champion_uri=_storage_uri(settings, champion),
+        challenger_uri=_storage_uri(settings, challenger),
+        mirror_percent=mirror_percent,
+        champion_version=champion.version,
+        challenger_version=challenger.version,
+    )
+    apply_serving(list(manifests.values()), api=api or custom_objects_api())
+    return Deployment(
+        target="kubernetes",
+        model_name=settings.model_name,
+        # KServe's graph router serves the graph on its root URL.
+        entry=isvc_name(settings.model_name, "mirror"),
+        entry_path="",
+        challenger=isvc_name(settings.model_name, "challenger"),
+        versions={"champion": champion.to_dict(), "challenger": challenger.to_dict()},
+        namespace=settings.kserve_namespace,
+        manifests=tuple(manifests.values()),
+    )
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [] if data is None else [data]
+def wait(
+    settings: Settings,
+    deployment: Deployment,
+    *,
+    api: CustomObjectsApi | None = None,
+    timeout: float = READY_TIMEOUT_S,
+    poll_interval: float = 5.0,
+) -> Deployment:
+    """Finish the apply order (see wait_and_route) and add the in-cluster URLs."""
+    urls = wait_and_route(
+        deployment.manifests, api=api or custom_objects_api(), timeout=timeout, poll_interval=poll_interval
+    )
+    return deployment.replace(urls=urls)

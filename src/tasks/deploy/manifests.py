@@ -1,25 +1,18 @@
-"""Pure builders of the KServe and Istio objects that serve the model, plus a CLI that renders them."""
+"""Pure builders of the KServe and Istio objects that serve the model: plain dicts, no I/O, no cluster."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
-import sys
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+
+from tasks.deploy.names import DEFAULT_DOMAIN, check_name, external_host, isvc_name, predictor_host
+from tasks.deploy.storage import storage_uri_for
 
 Manifest = dict[str, Any]
-
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-VERSIONS_FILE = PROJECT_ROOT / "deploy" / "versions.env"
 
 KSERVE_GROUP = "serving.kserve.io"
 ISTIO_GROUP = "networking.istio.io"
 DEFAULT_RUNTIME = "sluice-mlflow"
-FIELD_MANAGER = "sluice"
 PART_OF = {"app.kubernetes.io/part-of": "sluice"}
 # Standard mode (called RawDeployment before KServe 0.15) needs no Knative and gives every
 # predictor a plain ClusterIP Service `<isvc>-predictor`, which the Istio mirror design needs:
@@ -27,106 +20,9 @@ PART_OF = {"app.kubernetes.io/part-of": "sluice"}
 # routing in Serverless mode. The cluster's default (deploy/kserve/values.yaml) is the same;
 # the annotation keeps these objects right on a cluster whose default differs.
 DEFAULT_DEPLOYMENT_MODE = "Standard"
-# deploy/kserve/values.yaml: hosts are "<isvc>-<namespace>.<domain>".
-DEFAULT_DOMAIN = "sluice.example.com"
 DEFAULT_GATEWAY = "sluice-models-gateway"
 # The container port of the model server (KServe's convention for single-port runtimes).
 MODEL_SERVER_PORT = 8080
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-# --------------------------------------------------------------------------- storage URIs
-
-
-def storage_uri_for(download_uri: str, *, artifact_root: str | None = None) -> str:
-    """The KServe `storageUri` (ending in "/") for an MLflow model version's download URI.
-
-    KServe's storage initializer reads s3://, gs://, https://<account>.blob.core.windows.net/,
-    pvc://, hdfs:// and plain http(s) URLs, but not MLflow's own schemes:
-    - `wasbs://container@account.blob.core.windows.net/path` (what MLflow writes for Azure) is
-      the same blob as `https://account.blob.core.windows.net/container/path`, so it is rewritten;
-      `abfss://` (ADLS Gen2) likewise, through the account's blob endpoint.
-    - `mlflow-artifacts:/path` means "ask the tracking server", which proxies its artifact
-      store. The storage initializer cannot, so the path is mapped onto the server's
-      `--artifacts-destination` (`artifact_root`); without it the URI is rejected.
-    - `runs:/`, `models:/` and local paths are not reachable from a pod: rejected.
-    """
-    uri = download_uri.strip()
-    if not uri:
-        raise ValueError("empty model download URI")
-    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
-
-    if scheme == "mlflow-artifacts":
-        if not artifact_root:
-            raise ValueError(
-                f"{uri!r} points into the MLflow tracking server's proxied artifact store, which "
-                "KServe's storage initializer cannot read. Set the MLflow server's artifact root "
-                "(its --artifacts-destination, e.g. s3://bucket/mlflow or "
-                "wasbs://container@account.blob.core.windows.net/mlflow) as "
-                "`mlflow_artifacts_destination` so the path can be mapped onto it."
-            )
-        # mlflow-artifacts:/1/models/m-x/artifacts or mlflow-artifacts://host:port/1/...
-        path = urlsplit(uri).path.lstrip("/")
-        return storage_uri_for(f"{artifact_root.rstrip('/')}/{path}")
-
-    if scheme in ("wasbs", "wasb", "abfss", "abfs"):
-        parts = urlsplit(uri)
-        container, _, host = parts.netloc.partition("@")
-        if not container or not host:
-            raise ValueError(f"{uri!r}: expected {scheme}://<container>@<account>.<endpoint>/<path>")
-        account = host.split(".", 1)[0]
-        path = parts.path.strip("/")
-        return _with_slash(f"https://{account}.blob.core.windows.net/{container}/{path}")
-
-    if scheme in ("s3", "gs", "pvc", "hdfs", "webhdfs", "oci", "hf"):
-        return _with_slash(uri)
-
-    if scheme in ("http", "https"):
-        return _with_slash(uri)
-
-    if scheme in ("runs", "models"):
-        raise ValueError(
-            f"{uri!r} is an MLflow reference, not a storage location: resolve it with "
-            "MlflowClient.get_model_version_download_uri first"
-        )
-    raise ValueError(
-        f"{uri!r} is not readable by KServe's storage initializer (a local path or an unknown "
-        "scheme); store MLflow artifacts on S3, GCS, Azure Blob or a PVC for cluster deployments"
-    )
-
-
-def _with_slash(uri: str) -> str:
-    # KServe copies a prefix ending in "/" as a folder; without it an S3/GCS key prefix
-    # like .../artifacts would also match .../artifacts-old.
-    return uri if uri.endswith("/") else uri + "/"
-
-
-# --------------------------------------------------------------------------- names and hosts
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """Kubernetes object names used as DNS labels: lowercase alphanumerics and '-', max 63."""
-    if len(name) > 63 or not _DNS_LABEL.match(name):
-        raise ValueError(f"invalid {what} {name!r}: must be a DNS label ([a-z0-9-], at most 63 chars)")
-    return name
-
-
-def isvc_name(model_name: str, role: str | None = None) -> str:
-    """The InferenceService name of a model in a role ("champion" keeps the bare model name)."""
-    base = model_name.lower().replace("_", "-")
-    return check_name(base if role in (None, "", "champion") else f"{base}-{role}")
-
-
-def predictor_host(isvc: str, namespace: str) -> str:
-    """Cluster DNS name of an InferenceService's predictor Service in RawDeployment mode."""
-    return f"{isvc}-predictor.{namespace}.svc.cluster.local"
-
-
-def external_host(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
-    """External host in the cluster's KServe template `{{.Name}}-{{.Namespace}}.{{.IngressDomain}}`."""
-    return f"{name}-{namespace}.{domain}"
-
 
 def _metadata(
     name: str,
@@ -186,7 +82,7 @@ def build_inference_service(
         "modelFormat": {"name": "mlflow"},
         "protocolVersion": protocol_version,
         "runtime": check_name(runtime, "runtime"),
-        "storageUri": _with_slash(storage_uri_for(storage_uri)),
+        "storageUri": storage_uri_for(storage_uri),
         "resources": res,
     }
     if served_model_name and served_model_name != name:
@@ -417,39 +313,7 @@ def referenced_services(manifest: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-# --------------------------------------------------------------------------- image pin
-
-
-def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
-    """KEY=VALUE lines of a versions.env file (comments and blank lines skipped)."""
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ValueError(f"{path}: not KEY=VALUE: {raw!r}")
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
-def serving_image(path: Path = VERSIONS_FILE) -> str:
-    """The serving image reference: SLUICE_SERVING_IMAGE from the environment, else the pinned one."""
-    override = os.environ.get("SLUICE_SERVING_IMAGE")
-    if override:
-        return override
-    if not path.exists():
-        # In the cluster only src/ arrives by git-sync: the worker needs the reference given.
-        raise RuntimeError(
-            f"{path} not found: set the `serving_image` Airflow Variable or SLUICE_SERVING_IMAGE "
-            "to the model-serving image reference"
-        )
-    versions = read_versions(path)
-    return f"{versions['SERVING_IMAGE_REPOSITORY']}:{versions['SERVING_IMAGE_TAG']}"
-
-
-# --------------------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- whole deployments
 
 
 def model_manifests(
@@ -500,18 +364,30 @@ def mirror_manifests(
         # Same model name as the champion: the Istio mirror copies the request path unchanged.
         served_model_name=champion, labels=challenger_labels,
     )
-    mirror = isvc_name(model_name, "mirror")
-    manifests["inferencegraph-mirror.yaml"] = build_mirror_inference_graph(
-        mirror, namespace, champion, challenger
-    )
+    return {**manifests, **mirror_routing(model_name=model_name, namespace=namespace,
+                                          mirror_percent=mirror_percent, domain=domain)}
+
+
+def mirror_routing(
+    *, model_name: str, namespace: str, mirror_percent: float = 100.0, domain: str = DEFAULT_DOMAIN
+) -> dict[str, Manifest]:
+    """File name -> the objects that send the champion's traffic to the challenger too (both designs).
+
+    The cluster applies them; the local router runs the InferenceGraph or the VirtualService as is.
+    """
+    champion, challenger = isvc_name(model_name), isvc_name(model_name, "challenger")
     shadow = isvc_name(model_name, "shadow")
     shadow_host = external_host(shadow, namespace, domain)
-    manifests["gateway-mirror.yaml"] = build_gateway(namespace, shadow_host)
-    manifests["virtualservice-mirror.yaml"] = build_mirror_virtual_service(
-        shadow, namespace, shadow_host,
-        predictor_host(champion, namespace), predictor_host(challenger, namespace), mirror_percent,
-    )
-    return manifests
+    return {
+        "inferencegraph-mirror.yaml": build_mirror_inference_graph(
+            isvc_name(model_name, "mirror"), namespace, champion, challenger
+        ),
+        "gateway-mirror.yaml": build_gateway(namespace, shadow_host),
+        "virtualservice-mirror.yaml": build_mirror_virtual_service(
+            shadow, namespace, shadow_host,
+            predictor_host(champion, namespace), predictor_host(challenger, namespace), mirror_percent,
+        ),
+    }
 
 
 def to_yaml(manifest: Mapping[str, Any]) -> str:
@@ -519,96 +395,3 @@ def to_yaml(manifest: Mapping[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=False, width=1000)
-
-
-def write_manifests(manifests: Mapping[str, Manifest], out_dir: Path, header: str = "") -> list[Path]:
-    """Write each manifest to out_dir/<file> (after an optional comment header); paths in apply order."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
-    paths = []
-    for file_name, manifest in manifests.items():
-        path = out_dir / file_name
-        path.write_text(prefix + to_yaml(manifest))
-        paths.append(path)
-    return paths
-
-
-# The fixed example inputs of the checked-in deploy/model/*.yaml (a test re-renders and compares).
-EXAMPLE = {
-    "model_name": "wachttijden",
-    "namespace": "models",
-    "champion_uri": "s3://sluice-mlflow/artifacts/1/models/m-champion/artifacts/",
-    "challenger_uri": "s3://sluice-mlflow/artifacts/1/models/m-challenger/artifacts/",
-    "service_account": "sluice-models",
-}
-
-
-def _render_cli(argv: Iterable[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tasks.deploy.manifests render",
-        description="Render the KServe/Istio manifests of the model to a folder.",
-    )
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument(
-        "--which", choices=("model", "mirror"), default="mirror",
-        help="model: ServingRuntime + champion; mirror: also challenger, InferenceGraph, VirtualService",
-    )
-    parser.add_argument("--model-name", default=EXAMPLE["model_name"])
-    parser.add_argument("--namespace", default=EXAMPLE["namespace"])
-    parser.add_argument("--image", default=None, help="default: deploy/versions.env")
-    parser.add_argument("--service-account", default=EXAMPLE["service_account"])
-    parser.add_argument("--champion-uri", default=EXAMPLE["champion_uri"])
-    parser.add_argument("--challenger-uri", default=EXAMPLE["challenger_uri"])
-    parser.add_argument("--mirror-percent", type=float, default=100.0)
-    parser.add_argument("--domain", default=DEFAULT_DOMAIN)
-    parser.add_argument(
-        "--resolve", action="store_true",
-        help="resolve --champion-uri/--challenger-uri as MLflow refs (alias or version) "
-        "of --model-name via MLFLOW_TRACKING_URI",
-    )
-    args = parser.parse_args(list(argv))
-    image = args.image or serving_image()
-    champion_uri, challenger_uri = args.champion_uri, args.challenger_uri
-    versions: dict[str, str | None] = {"champion": None, "challenger": None}
-    if args.resolve:
-        from tasks.deploy import resolve_download_uri
-
-        champion_uri, versions["champion"] = resolve_download_uri(args.model_name, champion_uri)
-        if args.which != "model":
-            challenger_uri, versions["challenger"] = resolve_download_uri(args.model_name, challenger_uri)
-    if args.which == "model":
-        manifests = model_manifests(
-            model_name=args.model_name, namespace=args.namespace, image=image,
-            storage_uri=champion_uri, service_account=args.service_account, version=versions["champion"],
-        )
-    else:
-        manifests = mirror_manifests(
-            model_name=args.model_name, namespace=args.namespace, image=image,
-            champion_uri=champion_uri, challenger_uri=challenger_uri,
-            mirror_percent=args.mirror_percent, domain=args.domain,
-            service_account=args.service_account,
-            champion_version=versions["champion"], challenger_version=versions["challenger"],
-        )
-    header = (
-        "Generated by `python -m tasks.deploy.manifests render` from src/tasks/deploy/manifests.py:\n"
-        "edit the builders, not this file."
-    )
-    if not args.resolve and champion_uri == EXAMPLE["champion_uri"]:
-        header += "\nThe storageUri is an example; deploy-model.sh renders the registered version's."
-    for path in write_manifests(manifests, args.out_dir, header):
-        print(path)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`render OUT_DIR [...]` writes the manifests (see --help)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("render",):
-        print("usage: python -m tasks.deploy.manifests render OUT_DIR [--which model|mirror] ...",
-              file=sys.stderr)
-        return 2
-    return _render_cli(argv[1:])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tasks.deploy.versions import read_versions
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 COMPONENTS = ["istio", "kserve", "elasticsearch", "mlflow", "airflow"]
@@ -25,15 +27,6 @@ def shared_dir() -> Path | None:
     """../shared (or $SLUICE_SHARED_DIR): chart archives and CRD schemas for offline checks."""
     path = Path(os.environ.get("SLUICE_SHARED_DIR", REPO_ROOT.parent / "shared"))
     return path if path.is_dir() else None
-
-
-def read_versions() -> dict[str, str]:
-    versions = {}
-    for line in (DEPLOY_DIR / "versions.env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            versions[key.strip()] = value.strip()
-    return versions
 
 
 def substitute_versions(text: str, versions: dict[str, str]) -> str:

@@ -7,12 +7,17 @@ import re
 import pytest
 import yaml
 
-from tests.deploy.conftest import COMPONENTS, DEPLOY_DIR, ENVIRONMENTS, PLACEHOLDER, REPO_ROOT, read_versions
+from tasks.deploy.versions import VERSIONS_FILE, read_versions
+from tests.deploy.conftest import COMPONENTS, DEPLOY_DIR, ENVIRONMENTS, PLACEHOLDER, REPO_ROOT
 
 VERSION_KEYS = [k for k in read_versions() if k.endswith(("_VERSION", "_TAG", "_IMAGE"))]
 
 
 class TestPins:
+    def test_python_and_the_scripts_read_the_same_pin_file(self):
+        assert VERSIONS_FILE == DEPLOY_DIR / "versions.env"
+        assert 'source "$DEPLOY_DIR/versions.env"' in (DEPLOY_DIR / "lib" / "common.sh").read_text()
+
     def test_every_pin_has_a_concrete_value(self, versions):
         for key in VERSION_KEYS:
             assert versions[key] and versions[key] != "latest" and "*" not in versions[key], key

@@ -1,4 +1,4 @@
-"""Tests of the pure KServe/Istio builders: the fields that matter, validity against the CRD schemas."""
+"""The pure KServe/Istio builders, storage URIs and the image pin: the fields that matter, CRD-schema validity."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from tasks.deploy import manifests as kb
+from tasks.deploy import names, versions
+from tasks.deploy.storage import storage_uri_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("SLUICE_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -34,37 +36,37 @@ def validate(manifest: dict) -> None:
 
 class TestStorageUri:
     def test_should_end_cloud_uris_with_a_slash(self):
-        assert kb.storage_uri_for("s3://b/p/artifacts") == "s3://b/p/artifacts/"
-        assert kb.storage_uri_for("gs://b/p/") == "gs://b/p/"
-        assert kb.storage_uri_for("pvc://models-pvc/wachttijden") == "pvc://models-pvc/wachttijden/"
+        assert storage_uri_for("s3://b/p/artifacts") == "s3://b/p/artifacts/"
+        assert storage_uri_for("gs://b/p/") == "gs://b/p/"
+        assert storage_uri_for("pvc://models-pvc/wachttijden") == "pvc://models-pvc/wachttijden/"
 
     def test_should_rewrite_wasbs_to_the_blob_https_endpoint(self):
         uri = "wasbs://mlflow@sluicedata.blob.core.windows.net/1/models/m-1/artifacts"
         assert (
-            kb.storage_uri_for(uri)
+            storage_uri_for(uri)
             == "https://sluicedata.blob.core.windows.net/mlflow/1/models/m-1/artifacts/"
         )
 
     def test_should_rewrite_abfss_through_the_blob_endpoint(self):
         uri = "abfss://lake@acct.dfs.core.windows.net/a/b"
-        assert kb.storage_uri_for(uri) == "https://acct.blob.core.windows.net/lake/a/b/"
+        assert storage_uri_for(uri) == "https://acct.blob.core.windows.net/lake/a/b/"
 
     def test_should_map_mlflow_artifacts_onto_the_artifact_root(self):
         uri = "mlflow-artifacts:/1/models/m-abc/artifacts"
-        assert kb.storage_uri_for(uri, artifact_root="s3://bucket/mlflow/") == URI + "/"
+        assert storage_uri_for(uri, artifact_root="s3://bucket/mlflow/") == URI + "/"
         # The host-qualified form the client sometimes returns maps the same way.
         uri = "mlflow-artifacts://mlflow.mlflow.svc:5000/1/models/m-abc/artifacts"
-        assert kb.storage_uri_for(uri, artifact_root="s3://bucket/mlflow") == URI + "/"
+        assert storage_uri_for(uri, artifact_root="s3://bucket/mlflow") == URI + "/"
 
     def test_should_map_mlflow_artifacts_onto_an_azure_root(self):
-        uri = kb.storage_uri_for(
+        uri = storage_uri_for(
             "mlflow-artifacts:/1/x", artifact_root="wasbs://mlflow@acct.blob.core.windows.net/root"
         )
         assert uri == "https://acct.blob.core.windows.net/mlflow/root/1/x/"
 
     def test_should_reject_mlflow_artifacts_without_a_root_and_say_why(self):
         with pytest.raises(ValueError, match="storage initializer cannot read.*artifacts-destination"):
-            kb.storage_uri_for("mlflow-artifacts:/1/models/m-abc/artifacts")
+            storage_uri_for("mlflow-artifacts:/1/models/m-abc/artifacts")
 
     @pytest.mark.parametrize(
         "uri",
@@ -72,7 +74,7 @@ class TestStorageUri:
     )
     def test_should_reject_what_a_pod_cannot_read(self, uri):
         with pytest.raises(ValueError):
-            kb.storage_uri_for(uri)
+            storage_uri_for(uri)
 
 
 class TestInferenceService:
@@ -200,17 +202,17 @@ class TestServingRuntime:
 
     def test_should_read_the_pinned_image_once(self, monkeypatch, tmp_path):
         monkeypatch.delenv("SLUICE_SERVING_IMAGE", raising=False)
-        versions = tmp_path / "versions.env"
-        versions.write_text(
+        pins = tmp_path / "versions.env"
+        pins.write_text(
             '# pins\nSERVING_IMAGE_REPOSITORY=reg/sluice-serving\nSERVING_IMAGE_TAG="1.2.3"\n'
         )
-        assert kb.serving_image(versions) == "reg/sluice-serving:1.2.3"
+        assert versions.serving_image(pins) == "reg/sluice-serving:1.2.3"
         monkeypatch.setenv("SLUICE_SERVING_IMAGE", "localhost:5001/sluice-serving:dev")
-        assert kb.serving_image(versions) == "localhost:5001/sluice-serving:dev"
+        assert versions.serving_image(pins) == "localhost:5001/sluice-serving:dev"
 
     def test_should_have_a_pinned_image_in_the_repository(self, monkeypatch):
         monkeypatch.delenv("SLUICE_SERVING_IMAGE", raising=False)
-        repository, tag = kb.serving_image().rsplit(":", 1)
+        repository, tag = versions.serving_image().rsplit(":", 1)
         assert repository and tag and tag != "latest"
 
 
@@ -244,8 +246,8 @@ class TestMirrorVirtualService:
             "wachttijden-shadow",
             NS,
             "wachttijden-shadow-models.sluice.example.com",
-            kb.predictor_host("wachttijden", NS),
-            kb.predictor_host("wachttijden-challenger", NS),
+            names.predictor_host("wachttijden", NS),
+            names.predictor_host("wachttijden-challenger", NS),
             25,
         )
         validate(vs)
@@ -304,13 +306,13 @@ class TestReferencedServices:
         graph = kb.build_mirror_inference_graph("g", NS, "champ", "chall")
         assert kb.referenced_services(graph) == ["chall", "champ"]
         vs = kb.build_mirror_virtual_service(
-            "v", NS, "h", kb.predictor_host("champ", NS), kb.predictor_host("chall", NS), 100
+            "v", NS, "h", names.predictor_host("champ", NS), names.predictor_host("chall", NS), 100
         )
         assert kb.referenced_services(vs) == ["champ-predictor", "chall-predictor"]
 
 
-class TestRender:
-    def test_should_render_every_manifest_schema_valid_with_example_inputs(self, tmp_path):
+class TestWholeDeployments:
+    def test_should_render_every_manifest_schema_valid_with_example_inputs(self):
         manifests = kb.mirror_manifests(
             model_name="wachttijden",
             namespace=NS,
@@ -335,41 +337,31 @@ class TestRender:
         assert challenger["metadata"]["labels"]["sluice.io/model-version"] == "4"
         # The Istio mirror keeps the path, so the challenger answers as the champion's model name.
         assert challenger["spec"]["predictor"]["model"]["args"] == ["--model_name=wachttijden"]
-        paths = kb.write_manifests(manifests, tmp_path)
-        assert [yaml.safe_load(p.read_text()) for p in paths] == list(manifests.values())
+        assert [yaml.safe_load(kb.to_yaml(m)) for m in manifests.values()] == list(manifests.values())
 
-    def test_should_render_from_the_command_line(self, tmp_path):
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "SLUICE_SERVING_IMAGE": "img:cli"}
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tasks.deploy.manifests",
-                "render",
-                str(tmp_path),
-                "--which",
-                "model",
-                "--namespace",
-                "staging",
-                "--champion-uri",
-                "s3://b/m",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
+    def test_should_build_the_mirroring_objects_once_for_the_cluster_and_the_router(self):
+        both = kb.mirror_manifests(
+            model_name="wachttijden", namespace=NS, image="img:1", champion_uri=URI, challenger_uri=URI,
+            mirror_percent=30,
         )
-        assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "inferenceservice-champion.yaml",
-            "servingruntime.yaml",
-        ]
-        assert "servingruntime.yaml" in result.stdout
-        isvc = yaml.safe_load((tmp_path / "inferenceservice-champion.yaml").read_text())
-        assert isvc["metadata"]["namespace"] == "staging"
-        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://b/m/"
-        runtime = yaml.safe_load((tmp_path / "servingruntime.yaml").read_text())
-        assert runtime["spec"]["containers"][0]["image"] == "img:cli"
+        routing = kb.mirror_routing(model_name="wachttijden", namespace=NS, mirror_percent=30)
+        assert list(both)[-3:] == list(routing)
+        assert {name: both[name] for name in routing} == routing
 
-    def test_should_print_usage_without_a_command(self, capsys):
-        assert kb.main([]) == 2
-        assert "usage" in capsys.readouterr().err
+
+PURE_CHECK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+before = set(sys.modules)
+import tasks.deploy.manifests
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_builders_import_no_io_registry_process_or_cluster_code():
+    loaded = subprocess.run(
+        [sys.executable, "-c", PURE_CHECK, str(REPO_ROOT / "src")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    project = sorted(m for m in loaded if m.startswith(("tasks", "models")))
+    assert project == ["tasks", "tasks.deploy", "tasks.deploy.manifests", "tasks.deploy.names", "tasks.deploy.storage"]
+    assert not [m for m in loaded if m.startswith(("kubernetes", "mlflow", "yaml"))]
