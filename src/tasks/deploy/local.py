@@ -12,6 +12,7 @@ from tasks.deploy.deployment import Deployment
 from tasks.deploy.manifests import mirror_routing, referenced_services, to_yaml
 from tasks.deploy.names import isvc_name
 from tasks.deploy.smoke import infer_path
+from tasks.deploy.supervise import supervised
 
 if TYPE_CHECKING:
     from tasks.config import Settings
@@ -52,9 +53,15 @@ def _python(settings: Settings) -> str:
 def _ensure(
     settings: Settings, role: processes.Role, cmd: list[str], *, port: int, meta: dict[str, Any]
 ) -> dict[str, Any]:
-    """Start the service unless the same command already runs; replace it when it differs."""
+    """Start the service under the supervisor unless the same command already runs; replace it when it differs.
+
+    A crashed server or router comes back by itself (with backoff, a few times), so recovering
+    from a crash never needs the pipelines to run again.
+    """
+    folder = run_dir(settings)
     service, started = processes.ensure(
-        run_dir(settings), role.name, cmd, port=port, env=_env(settings), cwd=PROJECT_ROOT, meta=meta, role=role
+        folder, role.name, supervised(_python(settings), role.name, folder, cmd),
+        port=port, env=_env(settings), cwd=PROJECT_ROOT, meta=meta, role=role,
     )
     return {"name": role.name, "role": role.name, "url": service.url, "pid": service.pid, "started": started, **meta}
 

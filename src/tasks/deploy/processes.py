@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.deploy import supervise
+
 STATE_SUFFIX = ".json"
 EXIT_SUFFIX = ".exit"
 # Runs the service as a child and records its exit status beside the state file, so a service
@@ -80,15 +82,19 @@ class State:
     service: Service
     running: bool
     exit_code: int | None
+    # Restarts by the supervisor (tasks.deploy.supervise) of a supervised service, and why the last one.
+    restarts: int = 0
+    last_restart_reason: str = ""
 
     def describe(self) -> str:
         """One status line: running with pid and URL, or stopped with exit code and log."""
         s = self.service
+        restarts = f" restarts={self.restarts} (last: {self.last_restart_reason})" if self.restarts else ""
         if self.running:
             extra = " ".join(f"{k}={v}" for k, v in s.meta.items())
-            return f"{s.name:<22} running  pid={s.pid:<7} {s.url or ''} {extra}".rstrip()
+            return f"{s.name:<22} running  pid={s.pid:<7} {s.url or ''} {extra}{restarts}".rstrip()
         code = "?" if self.exit_code is None else self.exit_code
-        return f"{s.name:<22} stopped  exit={code} log={s.log}"
+        return f"{s.name:<22} stopped  exit={code} log={s.log}{restarts}"
 
 
 def state_path(run_dir: Path, name: str) -> Path:
@@ -180,6 +186,7 @@ def start(
     if running(run_dir, name) is not None:
         raise RuntimeError(f"service {name!r} is already running; stop it first")
     exit_path(run_dir, name).unlink(missing_ok=True)
+    supervise.state_file(run_dir, name).unlink(missing_ok=True)
     log_path = run_dir / f"{name}.log"
     with open(log_path, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
@@ -310,6 +317,7 @@ def stop(run_dir: Path, name: str, timeout: float = 15) -> bool:
         _reap(service.pid)
     state_path(run_dir, name).unlink(missing_ok=True)
     exit_path(run_dir, name).unlink(missing_ok=True)
+    supervise.state_file(run_dir, name).unlink(missing_ok=True)
     return was_running
 
 
@@ -343,7 +351,9 @@ def status(run_dir: Path) -> list[State]:
         service = load(run_dir, name)
         if service is not None:
             up = running(run_dir, name) is not None
-            states.append(State(service, up, None if up else exit_code(run_dir, name)))
+            code = None if up else exit_code(run_dir, name)
+            supervisor = supervise.read_state(run_dir, name) or supervise.SupervisorState()
+            states.append(State(service, up, code, supervisor.restarts, supervisor.last_reason))
     return states
 
 

@@ -43,8 +43,16 @@ class SupervisorState:
 
 
 def state_file(run_dir: Path, name: str) -> Path:
-    """Where the supervisor of service `name` records its child's pid and restarts."""
-    return run_dir / f"{name}.supervisor.json"
+    """Where the supervisor of service `name` records its child's pid and restarts.
+
+    Not `*.json`: that suffix marks the services' own state files in the same folder.
+    """
+    return run_dir / f"{name}.supervisor"
+
+
+def supervised(python: str, name: str, run_dir: Path, cmd: Sequence[str]) -> list[str]:
+    """`cmd` run under this supervisor by `python` (any interpreter with src/ on its path)."""
+    return [python, "-m", "tasks.deploy.supervise", "--name", name, "--run-dir", str(run_dir), "--", *cmd]
 
 
 def read_state(run_dir: Path, name: str) -> SupervisorState | None:

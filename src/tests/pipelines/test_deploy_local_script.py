@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
+import urllib.request
 
 import pytest
 
@@ -60,17 +63,43 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
     second = run(local_env, "deploy-local.sh")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "mlflow already running" in second.stdout
-    # The champion did not change, so the model server kept serving without a restart.
+    # Unchanged raw data: nothing is prepared, trained or registered again, and the model
+    # server keeps serving the same champion without a restart.
+    assert "nothing to run" in second.stdout and "[train_model]" not in second.stdout
     assert service_pids(local_env) == pids
+    assert registered_versions(local_env) == ["1"]
+    preprocessed = os.path.join(local_env["SLUICE_LOCAL_DIR"], "datalake", "preprocessed", "wachttijden")
+    assert len(os.listdir(preprocessed)) == 1
+
+    # A crashed model server comes back by itself (its supervisor restarts it), no re-run needed.
+    supervisor = os.path.join(local_env["SLUICE_LOCAL_DIR"], "run", "model.supervisor")
+    crashed = json.load(open(supervisor))["child_pid"]
+    os.kill(crashed, signal.SIGKILL)
+    deadline, again = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        if json.load(open(supervisor))["child_pid"] != crashed:
+            again = run(local_env, "scripts/perform-prediction.sh", timeout=60)
+            if again.returncode == 0:
+                break
+        time.sleep(1)
+    assert again is not None and again.returncode == 0 and '"predictions"' in again.stdout, again
 
     status = run(local_env, "deploy-local.sh", "status", timeout=60)
     assert status.returncode == 0 and "model" in status.stdout and "running" in status.stdout
+    assert "restarts=1 (last: killed by SIGKILL)" in status.stdout
 
     down = run(local_env, "deploy-local.sh", "down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert service_pids(local_env) == {}
     # Nothing left of any service's process group: workers and children included.
     assert live_members_of(set(pids.values())) == []
+
+
+def registered_versions(env) -> list[str]:
+    url = (f"http://127.0.0.1:{env['SLUICE_MLFLOW_PORT']}/api/2.0/mlflow/model-versions/search"
+           "?filter=name%3D%27wachttijden%27")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return sorted(v["version"] for v in json.load(response).get("model_versions", []))
 
 
 def live_members_of(groups: set[int]) -> list[str]:

@@ -200,6 +200,38 @@ class TestDeployModelLocal:
             processes.stop_all(run_dir)
         assert processes.names(run_dir) == []
 
+    def test_a_crashed_model_server_is_restarted_by_its_supervisor(self, registry, tmp_path, mlflow_client_env):
+        import os
+        import signal
+
+        from tasks.deploy import supervise
+        from tasks.deploy.smoke import smoke_predict
+
+        settings = local_settings(tmp_path, registry)
+        run_dir = tmp_path / "run"
+        try:
+            first = steps.deploy_model(settings, "champion", body=sample_body())
+            server = supervise.read_state(run_dir, "model").child_pid
+            os.kill(server, signal.SIGKILL)
+            url = f"{first.urls['model']}/v2/models/{MODEL_NAME}/ready"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                state = supervise.read_state(run_dir, "model")
+                if state.child_pid != server and processes.http_status(url) == 200:
+                    break
+                time.sleep(0.5)
+            assert processes.http_status(url) == 200
+            # The same recorded service (its supervisor) came through; no pipeline ran again.
+            (status,) = processes.status(run_dir)
+            assert status.running and status.service.pid == first.services[0]["pid"]
+            assert status.restarts == 1 and "killed by SIGKILL" in status.describe()
+            infer = first.urls["model"] + first.entry_path
+            assert len(smoke_predict(infer, sample_body())) == 3
+            assert "exited with killed by SIGKILL; restart 1" in Path(status.service.log).read_text()
+        finally:
+            processes.stop_all(run_dir)
+        assert processes.names(run_dir) == []
+
     def test_should_mirror_to_the_challenger_through_the_router(self, registry, tmp_path, mlflow_client_env):
         settings = local_settings(tmp_path, registry)
         run_dir = tmp_path / "run"
