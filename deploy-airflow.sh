@@ -44,7 +44,7 @@ if ! is_dry_run && [ -z "${GIT_SYNC_USERNAME:-}" ]; then
   chart_sets+=(--set "dags.gitSync.credentialsSecret=")
 fi
 
-apply_kustomize airflow-overlay "$(overlay airflow)"
+apply_kustomize airflow-kustomize "$(kustomize_dir airflow)"
 
 apply_secret sluice-airflow-fernet-key airflow fernet-key=AIRFLOW_FERNET_KEY
 apply_secret sluice-airflow-api-secret-key airflow api-secret-key=AIRFLOW_API_SECRET_KEY

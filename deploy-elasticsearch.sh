@@ -75,7 +75,7 @@ apply_secret sluice-airflow-log-reader logging --type=kubernetes.io/basic-auth \
 # Elasticsearch and Kibana first; Filebeat only once our index templates exist, so that no daily
 # index is ever created with guessed mappings (log_id must be a keyword, offset a long).
 stack=$(mktemp)
-build_overlay "$(overlay elasticsearch)" "$stack"
+build_overlay "$(kustomize_dir elasticsearch)" "$stack"
 apply_manifest elasticsearch-stack "$stack" -l 'sluice.io/phase!=shipper'
 stack_applied=$_TARGET
 kube_wait --for=jsonpath='{.status.phase}'=Ready --timeout=900s elasticsearch/sluice -n logging

@@ -27,5 +27,5 @@ helm_release istio-ingressgateway istio-system gateway "$ISTIO_VERSION" --repo "
   "${gateway_values[@]}"
 kube_wait --for=condition=Available --timeout=300s deployment/istio-ingressgateway -n istio-system
 
-apply_kustomize istio-overlay "$(overlay istio)"
+apply_kustomize istio-kustomize "$(kustomize_dir istio)"
 finish

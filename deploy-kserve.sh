@@ -33,5 +33,5 @@ kube_wait --for=condition=Established --timeout=120s \
 helm_release kserve kserve "$KSERVE_CHART" "$KSERVE_VERSION" "${kserve_values[@]}"
 kube_wait --for=condition=Available --timeout=300s deployment/kserve-controller-manager -n kserve
 
-apply_kustomize kserve-overlay "$(overlay kserve)"
+apply_kustomize kserve-kustomize "$(kustomize_dir kserve)"
 finish

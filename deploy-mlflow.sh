@@ -29,7 +29,7 @@ mapfile -t mlflow_values < <(values_files "$DEPLOY_DIR/mlflow" values)
 image_sets=(--set "image.repository=$MLFLOW_IMAGE_REPOSITORY,image.tag=$MLFLOW_IMAGE_TAG"
   --set "postgresql.image.repository=$POSTGRES_IMAGE_REPOSITORY,postgresql.image.tag=$POSTGRES_IMAGE_TAG")
 
-apply_kustomize mlflow-overlay "$(overlay mlflow)"
+apply_kustomize mlflow-kustomize "$(kustomize_dir mlflow)"
 apply_secret sluice-mlflow-db mlflow password=MLFLOW_DB_PASSWORD
 apply_secret sluice-mlflow-artifacts mlflow "${artifact_keys[@]}"
 

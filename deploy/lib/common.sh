@@ -30,7 +30,7 @@ usage() {
 usage: $(basename "$0") [--dry-run|render] [--env dev|prod] [--out DIR]
   --dry-run, render  write the manifests and commands this script would apply to DIR
                      (default: render/$COMPONENT/); no cluster is contacted
-  --env ENV          overlay and values environment (default: \$SLUICE_ENV or dev)
+  --env ENV          environment of the values files and overlays (default: \$SLUICE_ENV or dev)
   --out DIR          render folder for --dry-run
 Secrets come from the environment or from deploy/secrets/<name>.env (see *.env.template).
 EOF
@@ -194,7 +194,7 @@ build_overlay() {
   substitute_versions "$2"
 }
 
-# apply_kustomize NAME DIR [kubectl apply args]: render an overlay and apply it.
+# apply_kustomize NAME DIR [kubectl apply args]: render a Kustomize folder and apply it.
 apply_kustomize() {
   local name=$1 dir=$2 tmp
   shift 2
@@ -204,8 +204,16 @@ apply_kustomize() {
   rm -f "$tmp"
 }
 
-overlay() {  # overlay COMPONENT: the overlay folder for the current environment
-  printf '%s/overlays/%s/%s' "$DEPLOY_DIR" "$SLUICE_ENV" "$1"
+# kustomize_dir COMPONENT: the Kustomize folder of a component for the current environment.
+# Environment differences have one home per component: Helm-installed components differ only in
+# their values-<env>.yaml, so their Kustomize base (namespaces, RBAC, classes) is the same everywhere;
+# an overlay exists only where plain manifests really differ (Elasticsearch's size and mmap).
+kustomize_dir() {
+  if [ -d "$DEPLOY_DIR/overlays/$SLUICE_ENV/$1" ]; then
+    printf '%s/overlays/%s/%s' "$DEPLOY_DIR" "$SLUICE_ENV" "$1"
+  else
+    printf '%s/base/%s' "$DEPLOY_DIR" "$1"
+  fi
 }
 
 values_files() {  # values_files DIR PREFIX: -f args for PREFIX.yaml and PREFIX-$SLUICE_ENV.yaml

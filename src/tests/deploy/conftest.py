@@ -158,16 +158,26 @@ def mlflow_rendered(render_chart_module, versions):
     return render
 
 
+def kustomize_dir(env: str, component: str) -> Path:
+    """The Kustomize folder deploy-<component>.sh applies for env."""
+    overlay = DEPLOY_DIR / "overlays" / env / component
+    return overlay if overlay.is_dir() else DEPLOY_DIR / "base" / component
+
+
 @pytest.fixture(scope="session")
 def overlay_rendered(kubectl, versions):
-    """(env, component) -> objects of deploy/overlays/<env>/<component>, versions filled in."""
+    """(env, component) -> objects of the component's Kustomize folder for env, versions filled in.
+
+    That folder is deploy/overlays/<env>/<component> where an overlay exists, else the base (what
+    deploy/lib/common.sh kustomize_dir picks).
+    """
     cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def render(env: str, component: str) -> list[dict[str, Any]]:
         key = (env, component)
         if key not in cache:
             result = subprocess.run(
-                [kubectl, "kustomize", str(DEPLOY_DIR / "overlays" / env / component)],
+                [kubectl, "kustomize", str(kustomize_dir(env, component))],
                 capture_output=True, text=True, check=True, timeout=120,
             )
             text = substitute_versions(result.stdout, versions)

@@ -62,13 +62,26 @@ class TestPins:
         assert versions["MLFLOW_IMAGE_TAG"].lstrip("v").startswith(chart["appVersion"])
 
 
+OVERLAYS = sorted(p.parent.relative_to(DEPLOY_DIR / "overlays") for p in DEPLOY_DIR.glob("overlays/*/*/*.yaml"))
+
+
 class TestDiffOnlyLayers:
-    @pytest.mark.parametrize("env", ENVIRONMENTS)
-    @pytest.mark.parametrize("component", COMPONENTS)
-    def test_overlays_only_reference_their_base(self, env, component):
-        kustomization = yaml.safe_load((DEPLOY_DIR / "overlays" / env / component / "kustomization.yaml").read_text())
+    @pytest.mark.parametrize("overlay", OVERLAYS, ids=str)
+    def test_an_overlay_patches_its_base_and_nothing_else(self, overlay):
+        env, component = overlay.parts
+        assert env in ENVIRONMENTS and component in COMPONENTS
+        kustomization = yaml.safe_load((DEPLOY_DIR / "overlays" / overlay / "kustomization.yaml").read_text())
         assert kustomization["resources"] == [f"../../../base/{component}"]
         assert set(kustomization) <= {"apiVersion", "kind", "resources", "labels", "patches"}
+        # An overlay that only relabels is not a difference: environments differ in one place per component.
+        assert kustomization.get("patches"), f"overlays/{overlay} has no patch"
+
+    @pytest.mark.parametrize("component", COMPONENTS)
+    def test_a_component_differs_by_values_files_or_by_an_overlay_never_both(self, component):
+        has_overlay = any((DEPLOY_DIR / "overlays" / env / component).is_dir() for env in ENVIRONMENTS)
+        env_values = [path for env in ENVIRONMENTS for path in DEPLOY_DIR.glob(f"{component}/*-{env}.yaml")]
+        has_env_values = bool(env_values)
+        assert not (has_overlay and has_env_values), f"{component} has both env values files and overlays"
 
     @pytest.mark.parametrize("values_file", sorted(p.relative_to(DEPLOY_DIR) for p in DEPLOY_DIR.glob("*/*-*.yaml")
                                                    if p.stem.rsplit("-", 1)[-1] in ENVIRONMENTS), ids=str)
