@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Send the sample rows (src/tests/data/testdata.json) to the model's V2 endpoint and print the predictions.
+# Send the sample rows (src/tasks/deploy/smoke_request.json, the deploy smoke test's request) to the model's V2 endpoint and print the predictions.
 #   scripts/perform-prediction.sh [--local | --cluster | --port-forward] [--data FILE] [--model NAME]
 #     --local         (default) the local model server: http://127.0.0.1:${SLUICE_INFERENCE_PORT:-8081}
 #     --cluster       through the Istio ingress gateway at $INGRESS_HOST:${INGRESS_PORT:-80}, with the
@@ -17,7 +17,7 @@ TARGET=${SLUICE_PREDICT_TARGET:-local}
 MODEL=${SLUICE_MODEL_NAME:-wachttijden}
 NAMESPACE=${SLUICE_KSERVE_NAMESPACE:-models}
 DOMAIN=${SLUICE_INGRESS_DOMAIN:-sluice.example.com}
-DATA=$ROOT/src/tests/data/testdata.json
+DATA=$ROOT/src/tasks/deploy/smoke_request.json
 SEQUENCE=0
 KUBECTL=${KUBECTL:-kubectl}
 [ -x "$ROOT/.venv/bin/kubectl" ] && [ "$KUBECTL" = kubectl ] && KUBECTL=$ROOT/.venv/bin/kubectl
