@@ -305,16 +305,14 @@ def wait_and_route(
 
 
 def apply_in_order(
-    manifests: Sequence[Mapping[str, Any]],
-    *,
-    api: CustomObjectsApi,
-    timeout: float = READY_TIMEOUT_S,
-    poll_interval: float = 5.0,
-    log: Callable[[str], None] = lambda _: None,
+    manifests: Sequence[Mapping[str, Any]], *, api: CustomObjectsApi, **wait_options: Any
 ) -> dict[str, str]:
-    """Apply and wait for a whole deployment (what `render --apply` runs); name -> in-cluster URL."""
-    apply_serving(manifests, api=api, log=log)
-    return wait_and_route(manifests, api=api, timeout=timeout, poll_interval=poll_interval, log=log)
+    """Apply and wait for a whole deployment (what `render --apply` runs); name -> in-cluster URL.
+
+    `wait_options` are wait_and_route()'s (timeout, poll_interval, log).
+    """
+    apply_serving(manifests, api=api, log=wait_options.get("log", lambda _: None))
+    return wait_and_route(manifests, api=api, **wait_options)
 
 
 # --------------------------------------------------------------------------- the deploy target

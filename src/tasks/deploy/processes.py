@@ -219,29 +219,23 @@ def start(
     return service
 
 
-def ensure(
-    run_dir: Path,
-    name: str,
-    cmd: Sequence[str],
-    *,
-    port: int | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    meta: Mapping[str, Any] | None = None,
-    role: Role = Role(),
-) -> tuple[Service, bool]:
-    """(service, started): keep a running service with the same command and meta, else (re)start it."""
+def ensure(run_dir: Path, name: str, cmd: Sequence[str], **options: Any) -> tuple[Service, bool]:
+    """(service, started): keep a running service with the same command and meta, else (re)start it.
+
+    `options` are start()'s keyword arguments (port, env, cwd, meta, role).
+    """
     current = running(run_dir, name)
-    if current is not None and current.cmd == list(cmd) and current.meta == dict(meta or {}):
+    if current is not None and current.cmd == list(cmd) and current.meta == dict(options.get("meta") or {}):
         return current, False
     if current is not None:
         stop(run_dir, name)
+    port = options.get("port")
     if port is not None and port_in_use(port):
         raise PortTaken(
             f"port {port} on 127.0.0.1 is taken by a process that is not the recorded {name!r} "
             "service; stop it or change the port setting"
         )
-    return start(run_dir, name, cmd, port=port, env=env, cwd=cwd, meta=meta, role=role), True
+    return start(run_dir, name, cmd, **options), True
 
 
 def http_status(url: str, timeout: float = 2) -> int | None:
