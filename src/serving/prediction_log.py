@@ -1,10 +1,10 @@
-"""Prediction and forwarding log records as single JSON lines, and an append-only writer for them."""
+"""Prediction and forwarding log records, bounded per request, as single JSON lines."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +22,20 @@ KNOWN_ROLES = ("primary", "champion", "shadow")
 _MAX_ROLE_LENGTH = 32
 
 
+_second_cache: list[Any] = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"]
+
+
 def utc_timestamp() -> str:
-    """ISO 8601 UTC with milliseconds, the format Elasticsearch and pandas both parse without hints."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds, the format Elasticsearch and pandas both parse without hints.
+
+    The date and time of day are formatted once per second: datetime's isoformat per line was
+    1.5 us of the event loop per request.
+    """
+    now = time.time()
+    second = int(now)
+    if second != _second_cache[0]:
+        _second_cache[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second_cache[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def role_from_header(value: str | None) -> str:
@@ -44,20 +55,49 @@ def prediction_record(
     outputs: Sequence[float] | None,
     latency_ms: float,
     error: str | None = None,
+    max_input_rows: int | None = None,
 ) -> dict[str, Any]:
-    """One model server record: what was asked, what was answered, how long it took, and whether it failed."""
+    """One model server record: what was asked, what was answered, how long it took, and whether it failed.
+
+    Inputs of more than `max_input_rows` rows are logged as `{"rows": n, "sha256": digest}` (see
+    inputs_digest) instead of their values. Outputs are always logged whole: the shadow report
+    compares them value by value, and they are one number per row, at most --max-rows of them.
+    """
     return {
         "timestamp": utc_timestamp(),
         "request_id": request_id,
         "role": role,
         "model_name": model_name,
         "model_version": model_version,
-        "inputs": None if inputs is None else {name: list(values) for name, values in inputs.items()},
+        "inputs": bounded_inputs(inputs, max_input_rows),
         "outputs": None if outputs is None else [float(v) for v in outputs],
         "latency_ms": round(float(latency_ms), 3),
         "status": "ok" if error is None else "error",
         "error": error,
     }
+
+
+def bounded_inputs(inputs: Mapping[str, Sequence[Any]] | None, max_rows: int | None) -> dict[str, Any] | None:
+    """The inputs as {column: values}, or {"rows": n, "sha256": digest} when they have more than `max_rows` rows."""
+    if inputs is None:
+        return None
+    # Checked request columns are lists already (and of equal length); copy anything else.
+    columns = {name: values if type(values) is list else list(values) for name, values in inputs.items()}
+    rows = max(map(len, columns.values()), default=0)
+    if max_rows is None or rows <= max_rows:
+        return columns
+    return {"rows": rows, "sha256": inputs_digest(columns)}
+
+
+def inputs_digest(columns: Mapping[str, Sequence[Any]]) -> str:
+    """sha256 (hex) of the inputs as compact UTF-8 JSON with sorted column names, so a request can be matched later."""
+    if orjson is not None:
+        try:
+            return hashlib.sha256(orjson.dumps(columns, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        except TypeError:
+            pass
+    text = json.dumps(columns, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 def forward_record(
@@ -98,41 +138,3 @@ def to_line(record: Mapping[str, Any]) -> bytes:
         except TypeError:
             pass
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-class JsonLinesWriter:
-    """Appends whole lines with one write() each, so several processes can share one file safely.
-
-    A file opened with O_APPEND gets each write() placed at the end atomically on local file
-    systems, so lines from different servers never interleave; Python's buffered text files
-    would split long lines into several writes. `-` writes to stdout for a log shipper.
-    """
-
-    def __init__(self, destination: str | os.PathLike[str] | None):
-        self._fd: int | None = None
-        self._owns_fd = False
-        if destination is None:
-            return
-        if str(destination) == "-":
-            self._fd = sys.stdout.fileno()
-        else:
-            os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-            self._fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._owns_fd = True
-
-    @property
-    def enabled(self) -> bool:
-        return self._fd is not None
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        if self._fd is None:
-            return
-        data = memoryview(to_line(record))
-        while data:
-            written = os.write(self._fd, data)
-            data = data[written:]
-
-    def close(self) -> None:
-        if self._owns_fd and self._fd is not None:
-            os.close(self._fd)
-        self._fd = None

@@ -21,7 +21,9 @@ SERVER_START_TIMEOUT = 180
 def model_sources_digest() -> str:
     """Changes whenever the model code or the test model recipe changes, so cached models are never stale."""
     digest = hashlib.sha256()
-    for path in (REPO_ROOT / "src/tasks/model.py", Path(__file__).with_name("small_model.py")):
+    # The use case's code is in src/models/wachttijden since the re-layout (src/tasks/model.py only re-exports it).
+    model_code = REPO_ROOT / "src" / "models" / "wachttijden"
+    for path in (model_code / "model.py", model_code / "schema.py", Path(__file__).with_name("small_model.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

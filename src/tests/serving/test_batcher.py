@@ -94,3 +94,22 @@ def test_model_runs_off_the_event_loop_thread():
 
     asyncio.run(scenario())
     assert threads[0].startswith("predict") and threads[0] != threading.main_thread().name
+
+
+def test_a_one_row_batch_is_padded_to_the_minimum_call_size_and_answered_one_row():
+    calls: list[list[str]] = []
+
+    def predict(columns):
+        calls.append(list(columns["x"]))
+        return np.asarray([float(v) for v in columns["x"]], dtype=np.float32)
+
+    async def scenario():
+        batcher = AdaptiveBatcher(predict, min_call_rows=2)
+        result = await batcher.predict({"x": ["7"]})
+        batcher.close()
+        return result, batcher.rows
+
+    result, rows = asyncio.run(scenario())
+    assert calls == [["7", "7"]]
+    np.testing.assert_array_equal(result, np.asarray([7.0], dtype=np.float32))
+    assert rows == 1

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from serving.gjson_subset import ConditionError, parse_condition
-from serving.graph_spec import SpecError, load_plan, parse_resolve
+from serving.graph_spec import SpecError
+from serving.routing_plan import load_plan, parse_resolve
 from tests.serving.servers import mirror_virtual_service
 
 RESOLVE = {"champion": "http://127.0.0.1:1", "challenger": "http://127.0.0.1:2"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import textwrap
 import time
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from models.wachttijden.schema import FEATURES
+from tests.serving.logs import read_records, wait_for_records, wait_for_request
 from tests.serving.servers import (
     SERVING_ENV,
     Service,
@@ -107,16 +107,6 @@ def graph_router(tmp_path: Path, nodes: str, resolve: dict[str, str], extra=()) 
         yield service
 
 
-def records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def by_request(path: Path, request_id: str) -> list[dict]:
-    return [r for r in records(path) if r["request_id"] == request_id]
-
-
 def post(
     service: Service, body: dict, path: str = V1_PATH, request_id: str | None = None
 ) -> requests.Response:
@@ -147,8 +137,8 @@ class TestSequence:
         assert v2.status_code == 200, v2.text
         np.testing.assert_allclose(v2.json()["outputs"][0]["data"], direct["champion"], atol=1e-5)
         # Both servers logged the same request id, each with its role: the logs join.
-        (champion,) = by_request(servers["champion"].prediction_log, "seq-request-1")
-        (shadow,) = by_request(servers["challenger"].prediction_log, "seq-request-1")
+        (champion,) = wait_for_request(servers["champion"].prediction_log, "seq-request-1")
+        (shadow,) = wait_for_request(servers["challenger"].prediction_log, "seq-request-1")
         assert (champion["role"], shadow["role"]) == ("champion", "shadow")
         np.testing.assert_allclose(shadow["outputs"], direct["challenger"], atol=1e-5)
 
@@ -200,7 +190,7 @@ class TestSequence:
         assert response.status_code == 404
         assert "nonexistent" in response.json()["error"]
         # The champion server saw only the broken step's call (404), never the second step.
-        (only,) = by_request(servers["champion"].prediction_log, "seq-hard-1")
+        (only,) = wait_for_request(servers["champion"].prediction_log, "seq-hard-1")
         assert only["status"] == "error"
 
     def test_hard_step_that_cannot_be_reached_answers_502(self, tmp_path, resolve):
@@ -332,7 +322,8 @@ def mirror_router(tmp_path: Path, resolve: dict[str, str], percentage: float) ->
 
 def wait_for(check, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
+    while not check():
+        assert time.monotonic() < deadline, f"still not true after {timeout:.0f} s"
         time.sleep(0.1)
 
 
@@ -344,7 +335,11 @@ class TestMirror:
             ids = [f"mirror0-{i}" for i in range(5)]
             for request_id in ids:
                 assert post(service, V1_BODY, request_id=request_id).status_code == 200
-        assert not any(by_request(servers["challenger"].prediction_log, i) for i in ids)
+        # Once the champion has logged every request, a copy would have reached the challenger too.
+        for request_id in ids:
+            wait_for_request(servers["champion"].prediction_log, request_id)
+        challenger_ids = {r["request_id"] for r in read_records(servers["challenger"].prediction_log)}
+        assert not challenger_ids & set(ids)
 
     def test_champion_answers_and_shadow_copies_share_request_ids(self, tmp_path, resolve, servers, direct):
         with mirror_router(tmp_path, resolve, 100) as service:
@@ -354,14 +349,15 @@ class TestMirror:
                 assert response.status_code == 200
                 assert response.headers["x-request-id"] == request_id
                 np.testing.assert_allclose(response.json()["predictions"], direct["champion"], atol=1e-5)
-            wait_for(lambda: all(by_request(servers["challenger"].prediction_log, i) for i in ids))
+            for request_id in ids:
+                wait_for_request(servers["challenger"].prediction_log, request_id)
             stats = requests.get(service.url + "/stats", timeout=5).json()
         for request_id in ids:
-            (champion,) = by_request(servers["champion"].prediction_log, request_id)
-            (shadow,) = by_request(servers["challenger"].prediction_log, request_id)
+            (champion,) = wait_for_request(servers["champion"].prediction_log, request_id)
+            (shadow,) = wait_for_request(servers["challenger"].prediction_log, request_id)
             assert (champion["role"], shadow["role"]) == ("champion", "shadow")
             assert champion["model_version"] == "1" and shadow["model_version"] == "2"
-            routed = {r["role"]: r for r in by_request(service.prediction_log, request_id)}
+            routed = {r["role"]: r for r in wait_for_request(service.prediction_log, request_id, count=2)}
             assert routed["champion"]["status_code"] == 200 and routed["shadow"]["status_code"] == 200
             assert routed["shadow"]["target"] == "challenger"
         assert stats["mirrored"] == 10 and stats["mirror_dropped"] == 0
@@ -382,7 +378,7 @@ class TestMirror:
         for answer in answers:
             np.testing.assert_allclose(answer.json()["predictions"], direct["champion"], atol=1e-5)
         assert stats["mirror_failed"] == 20
-        failed = [
-            r for r in records(service.prediction_log) if r["role"] == "shadow" and r["status"] == "error"
-        ]
+        failed = wait_for_records(
+            service.prediction_log, lambda r: r["role"] == "shadow" and r["status"] == "error", count=20
+        )
         assert len(failed) == 20 and all(r["status_code"] is None for r in failed)

@@ -1,0 +1,183 @@
+"""The kserve.Model serving the wachttijden MLflow model: load by URI, check and batch requests, answer V1 and V2."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from models.wachttijden.schema import FEATURES
+from serving.batcher import AdaptiveBatcher
+from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger, RequestContext
+from serving.prediction_log import REQUEST_ID_HEADER
+from serving.request_columns import (
+    RequestError,
+    Tensor,
+    columns_from_v1,
+    columns_from_v2,
+    unknown_category_message,
+)
+
+logger = logging.getLogger("sluice.model_server")
+
+OUTPUT_NAME = "predictions"
+# A one-row model call takes another matmul kernel than a batched one; see AdaptiveBatcher.
+MIN_CALL_ROWS = 2
+# Only these model URIs are fetched through the MLflow tracking server.
+TRACKED_SCHEMES = ("models:/", "runs:/")
+
+
+@dataclass
+class Prepared:
+    """A checked request on its way through preprocess -> predict -> postprocess."""
+
+    columns: dict[str, list[str]]
+    v2: bool
+    response_id: str
+    predictions: np.ndarray | None = None
+
+
+def tensor_of(infer_input: Any, from_grpc: bool) -> Tensor:
+    """A KServe InferInput as the Tensor that request_columns checks."""
+    if from_grpc:
+        # gRPC binary contents are not in .data (as_dataframe() ignores them): decode per input.
+        try:
+            values = [
+                v.decode("utf-8") if isinstance(v, bytes) else v for v in infer_input.as_numpy().reshape(-1)
+            ]
+        except (ValueError, InvalidInput) as exc:
+            raise ClientError(f"input {infer_input.name!r}: cannot decode tensor data: {exc}") from None
+        return Tensor(infer_input.name, infer_input.datatype, list(infer_input.shape), values)
+    return Tensor(infer_input.name, infer_input.datatype, infer_input.shape, infer_input.data)
+
+
+class WachttijdenServer(kserve.Model):
+    """Serves `models.wachttijden.model.WachttijdenModel` through its traced fast path, batching concurrent requests."""
+
+    def __init__(
+        self,
+        name: str,
+        model_uri: str,
+        *,
+        model_version: str | None = None,
+        max_rows: int = 10_000,
+        max_batch_rows: int = 256,
+        max_batch_wait_ms: float = 2.0,
+        prediction_log: PredictionLogger | None = None,
+    ):
+        super().__init__(name)
+        self.model_uri = model_uri
+        self.model_version = model_version or ""
+        self._version_override = model_version
+        self.max_rows = max_rows
+        self.max_batch_rows = max_batch_rows
+        self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.prediction_log = prediction_log or PredictionLogger()
+        self.model = None
+        self.known_values: dict[str, frozenset[str]] = {}
+        self.batcher: AdaptiveBatcher | None = None
+
+    def load(self) -> bool:
+        """Load the model; raises models.registry.TrackingServerUnavailable at once when MLflow does not answer."""
+        from models.registry import check_tracking_server, limit_client_retries, pin_model_uri
+        from models.wachttijden.model import load_served_model
+
+        if self.model_uri.startswith(TRACKED_SCHEMES):
+            # MLflow's client would retry a refused connection for ~4 minutes before saying anything.
+            limit_client_retries()
+            check_tracking_server(None)
+        if self._version_override:
+            uri = self.model_uri
+        else:
+            uri, self.model_version = pin_model_uri(self.model_uri)
+        self.model, _ = load_served_model(uri)
+        # The first call traces the tf.function; do it now rather than on the first request.
+        vocabularies = self.model.vocabularies
+        self.model.predict_columns({name: values[:1] * MIN_CALL_ROWS for name, values in vocabularies.items()})
+        self.known_values = {name: frozenset(values) for name, values in self.model.vocabularies.items()}
+        self.batcher = AdaptiveBatcher(
+            self.model.predict_columns,
+            max_batch_rows=self.max_batch_rows,
+            max_wait_s=self.max_batch_wait_s,
+            min_call_rows=MIN_CALL_ROWS,
+        )
+        logger.info("Loaded %s version %s from %s", self.name, self.model_version, uri)
+        self.ready = True
+        return self.ready
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": name, "datatype": "BYTES", "shape": [-1]} for name in FEATURES]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+
+    def validate(self, payload: Any) -> Any:
+        # preprocess() already checked everything; KServe's own check assumes a dict or InferRequest.
+        return payload
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
+        headers = headers or {}
+        request_id = headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        context = CURRENT_REQUEST.get()
+        try:
+            if isinstance(payload, InferRequest):
+                tensors = [tensor_of(i, payload.from_grpc) for i in payload.inputs]
+                columns = columns_from_v2(tensors, max_rows=self.max_rows)
+                prepared = Prepared(columns, True, payload.id or request_id)
+            elif isinstance(payload, bytes | str):
+                raise RequestError(
+                    f"request body is not JSON (Content-Type: {headers.get('content-type')}); send application/json"
+                )
+            else:
+                prepared = Prepared(columns_from_v1(payload, max_rows=self.max_rows), False, request_id)
+        except RequestError as exc:
+            raise ClientError(str(exc), exc.status_code) from None
+        if context is not None:
+            context.inputs = prepared.columns
+        unknown = self.model.unknown_categories(prepared.columns)
+        if unknown:
+            raise ClientError(unknown_category_message(unknown, self.model.vocabularies))
+        return prepared
+
+    async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Prepared:
+        payload.predictions = await self.batcher.predict(payload.columns)
+        return payload
+
+    async def postprocess(
+        self, result: Prepared, headers: dict[str, str] | None = None, response_headers: dict | None = None
+    ) -> dict | InferResponse:
+        context = CURRENT_REQUEST.get()
+        if context is not None:
+            context.outputs = result.predictions
+        if not result.v2:
+            return {"predictions": result.predictions.tolist()}
+        output = InferOutput(name=OUTPUT_NAME, shape=[len(result.predictions)], datatype="FP32")
+        output.set_data_from_numpy(result.predictions, binary_data=False)
+        return InferResponse(
+            response_id=result.response_id,
+            model_name=self.name,
+            model_version=self.model_version,
+            infer_outputs=[output],
+        )
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None) -> Any:
+        if CURRENT_REQUEST.get() is not None:
+            return await super().__call__(body, headers=headers)
+        # gRPC requests skip the HTTP guard: log them here instead.
+        context = RequestContext.from_headers(headers or {})
+        token = CURRENT_REQUEST.set(context)
+        try:
+            response = await super().__call__(body, headers=headers)
+        except Exception as exc:
+            self.prediction_log.write(self, context, error=str(exc))
+            raise
+        finally:
+            CURRENT_REQUEST.reset(token)
+        self.prediction_log.write(self, context)
+        return response
