@@ -122,16 +122,6 @@ def run_load(port: int, path: str, body: dict, concurrency: int, seconds: float,
     }
 
 
-def tree_rss_mb(pid: int) -> float:
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
-    except psutil.NoSuchProcess:
-        return float("nan")
-
-
 @contextmanager
 def service(name: str, cmd: list[str], ready_url: str, log_dir: Path) -> Iterator[dict]:
     from tests.serving.servers import SERVING_ENV, SERVING_PYTHON
@@ -204,7 +194,7 @@ def main() -> None:
         return loadgen_main(args.loadgen)
 
     from tests.serving.servers import SERVING_PYTHON, model_sources_digest, small_model
-    from tests.support.processes import free_port
+    from tests.support.processes import free_port, tree_rss_mb
 
     began = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))

@@ -25,16 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 
-def tree_rss_mb(pid: int) -> float:
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
-    except psutil.NoSuchProcess:
-        return float("nan")
-
-
 def log_bytes(path: Path) -> int:
     """Bytes in the log and its rotated backups (predictions*.jsonl); 0 for a device such as /dev/full."""
     if not path.is_file():
@@ -45,6 +35,7 @@ def log_bytes(path: Path) -> int:
 def run_phase(name: str, model_dir: Path, log: Path, work: Path, args: argparse.Namespace) -> dict:
     from tests.serving.servers import model_server
     from tests.serving.soak_load import SOAK_SERVER_ARGS, request_mix, soak
+    from tests.support.processes import tree_rss_mb
 
     label = name.replace(" ", "-")
     with model_server(model_dir, work, name=label, prediction_log=log, extra_args=SOAK_SERVER_ARGS) as s:

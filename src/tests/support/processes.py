@@ -85,3 +85,14 @@ def _tail(log_path: Path | None, lines: int = 40) -> str:
     if log_path is None or not log_path.exists():
         return "(no log)"
     return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB (NaN once it is gone)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
+    except psutil.NoSuchProcess:
+        return float("nan")
