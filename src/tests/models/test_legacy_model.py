@@ -55,3 +55,25 @@ def test_the_legacy_model_loads_through_the_tasks_model_shim_and_predicts(legacy
     values = predictions["predictions"].tolist()
     assert len(values) == len(rows) == 5
     assert all(isinstance(v, float) and math.isfinite(v) for v in values)
+
+
+def test_the_model_server_serves_the_legacy_model(legacy_model_dir, tmp_path):
+    """In the serving environment no `tasks` package is imported: the model's own bundled code/ serves it."""
+    import requests
+
+    from tests.serving.servers import SERVING_PYTHON, model_server
+
+    assert SERVING_PYTHON.exists(), "run scripts/setup.sh dev: the serving environment is missing"
+    example = json.loads((legacy_model_dir / "input_example.json").read_text())
+    columns = list(zip(*example["data"], strict=True))
+    body = {
+        "inputs": [
+            {"name": name, "datatype": "BYTES", "shape": [len(values)], "data": list(values)}
+            for name, values in zip(example["columns"], columns, strict=True)
+        ]
+    }
+    with model_server(legacy_model_dir, tmp_path, name="legacy") as server:
+        response = requests.post(f"{server.url}/v2/models/wachttijden/infer", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["shape"] == [5] and all(math.isfinite(v) for v in output["data"])
