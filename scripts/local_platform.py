@@ -28,6 +28,8 @@ from tasks.deploy import processes  # noqa: E402 - after the path setup above
 LOCAL = Path(os.environ.get("SLUICE_LOCAL_DIR", ROOT / ".local")).resolve()
 RUN_DIR = LOCAL / "run"
 AIRFLOW_HOME = LOCAL / "airflow"
+# Airflow's simple auth manager writes the generated admin password here; it is never printed.
+PASSWORDS_FILE = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
 VENV_BIN = ROOT / ".venv" / "bin"
 RAW_FILE = "wachttijden/wachttijden.csv"
 MODEL_NAME = "wachttijden"
@@ -189,8 +191,7 @@ class Airflow:
     """The few REST calls needed to trigger DAG runs and follow them."""
 
     def __init__(self) -> None:
-        password = json.loads((AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        self.password = password
+        password = json.loads(PASSWORDS_FILE.read_text())["admin"]
         token = requests.post(f"{AIRFLOW_URL}/auth/token", json={"username": "admin", "password": password},
                               timeout=30)
         token.raise_for_status()
@@ -321,10 +322,10 @@ def already_converged(mirror: bool) -> bool:
     return True
 
 
-def run_pipelines(mirror: bool) -> Airflow:
-    airflow = Airflow()
+def run_pipelines(mirror: bool) -> None:
     if already_converged(mirror):
-        return airflow
+        return
+    airflow = Airflow()
     airflow.wait_for_dags(PIPELINE_DAGS)
     prepare = airflow.trigger("prepare_dataset")
     airflow.follow("prepare_dataset", prepare, timeout=1200)
@@ -344,7 +345,6 @@ def run_pipelines(mirror: bool) -> Airflow:
         run_id = airflow.trigger("deploy_traffic_mirroring", {"champion_ref": "champion",
                                                              "challenger_ref": "challenger", "mirror_percent": 100})
         airflow.follow("deploy_traffic_mirroring", run_id, timeout=600)
-    return airflow
 
 
 # --------------------------------------------------------------------------- commands
@@ -355,7 +355,7 @@ def up(args: argparse.Namespace) -> None:
     start_mlflow()
     start_airflow()
     ensure_raw_data(args.rows)
-    airflow = run_pipelines(args.mirror)
+    run_pipelines(args.mirror)
     model = MODEL_NAME
     # The prediction scripts default to the default ports; spell out any other.
     overrides = {"SLUICE_INFERENCE_PORT": (PORTS.inference, 8081), "SLUICE_ROUTER_PORT": (PORTS.router, 8082)}
@@ -363,7 +363,7 @@ def up(args: argparse.Namespace) -> None:
     print(
         f"""
 Sluice is up.
-  Airflow UI      {AIRFLOW_URL}   (login: admin / {airflow.password})
+  Airflow UI      {AIRFLOW_URL}   (login: admin, password in {PASSWORDS_FILE})
   MLflow UI       {MLFLOW_URL}
   Inference (V2)  http://127.0.0.1:{PORTS.inference}/v2/models/{model}/infer
   Inference (V1)  http://127.0.0.1:{PORTS.inference}/v1/models/{model}:predict"""

@@ -51,6 +51,9 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
     first = run(local_env, "deploy-local.sh")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Sluice is up." in first.stdout
+    passwords = os.path.join(local_env["SLUICE_LOCAL_DIR"], "airflow", "simple_auth_manager_passwords.json.generated")
+    password = json.load(open(passwords))["admin"]
+    assert password not in first.stdout + first.stderr, "the Airflow password must never be printed"
     for dag_id in ("prepare_dataset", "train_model", "deploy_model"):
         assert f"[{dag_id}]" in first.stdout
     pids = service_pids(local_env)

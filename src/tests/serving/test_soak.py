@@ -13,7 +13,7 @@ from tests.serving.servers import model_servers
 from tests.serving.soak_load import SOAK_SERVER_ARGS, request_mix, soak
 
 CONCURRENCY = 16
-SECONDS = 10  # per phase; with two servers' start this keeps the module within about a minute
+SECONDS = 15  # per phase: 30 s of load in all, within the 30-60 s a soak in the suite may take
 MAX_REQUESTS = 60_000
 
 
