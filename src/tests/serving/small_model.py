@@ -45,3 +45,20 @@ def save_small_model(path: Path, *, seed: int, work_dir: Path, rows: int = 2000,
         to_model_inputs(frame), frame[TARGET].to_numpy(np.float32), epochs=epochs, batch_size=64, verbose=0
     )
     return save_pyfunc_model(path, model, CATEGORIES, frame[list(FEATURES)], work_dir=work_dir)
+
+
+# Two rows in the small models' vocabularies, for request bodies in the router and soak tests.
+SAMPLE_ROWS = [
+    {
+        "TYPE_WACHTTIJD": "Behandeling",
+        "SPECIALISME": "Cardiologie",
+        "ROAZ_REGIO": "Acute Zorgregio Oost",
+        "TYPE_ZORGINSTELLING": "Ziekenhuis",
+    },
+    {
+        "TYPE_WACHTTIJD": "Diagnostiek",
+        "SPECIALISME": "Urologie",
+        "ROAZ_REGIO": "Traumacentrum Noord",
+        "TYPE_ZORGINSTELLING": "Zelfstandig behandelcentrum",
+    },
+]

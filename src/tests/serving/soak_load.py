@@ -9,25 +9,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from tests.serving.small_model import SAMPLE_ROWS
+
 # The server under soak runs with these limits, so the oversized classes stay cheap to send.
 MAX_ROWS = 200
 MAX_BODY_BYTES = 64 * 1024
 SOAK_SERVER_ARGS = ("--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY_BYTES))
 
-ROWS = [
-    {
-        "TYPE_WACHTTIJD": "Behandeling",
-        "SPECIALISME": "Cardiologie",
-        "ROAZ_REGIO": "Acute Zorgregio Oost",
-        "TYPE_ZORGINSTELLING": "Ziekenhuis",
-    },
-    {
-        "TYPE_WACHTTIJD": "Diagnostiek",
-        "SPECIALISME": "Urologie",
-        "ROAZ_REGIO": "Traumacentrum Noord",
-        "TYPE_ZORGINSTELLING": "Zelfstandig behandelcentrum",
-    },
-]
+ROWS = SAMPLE_ROWS
 V1 = "/v1/models/wachttijden:predict"
 V2 = "/v2/models/wachttijden/infer"
 

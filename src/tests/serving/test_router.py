@@ -24,22 +24,10 @@ from tests.serving.servers import (
     router,
     router_command,
 )
+from tests.serving.small_model import SAMPLE_ROWS
 from tests.support.processes import REPO_ROOT, free_port
 
-ROWS = [
-    {
-        "TYPE_WACHTTIJD": "Behandeling",
-        "SPECIALISME": "Cardiologie",
-        "ROAZ_REGIO": "Acute Zorgregio Oost",
-        "TYPE_ZORGINSTELLING": "Ziekenhuis",
-    },
-    {
-        "TYPE_WACHTTIJD": "Diagnostiek",
-        "SPECIALISME": "Urologie",
-        "ROAZ_REGIO": "Traumacentrum Noord",
-        "TYPE_ZORGINSTELLING": "Zelfstandig behandelcentrum",
-    },
-]
+ROWS = SAMPLE_ROWS
 V1_BODY = {"instances": ROWS}
 V1_PATH = "/v1/models/wachttijden:predict"
 V2_PATH = "/v2/models/wachttijden/infer"
