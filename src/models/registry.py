@@ -63,6 +63,13 @@ def limit_client_retries() -> None:
         os.environ.setdefault(key, value)
 
 
+def require_tracking_server(tracking_uri: str | None) -> None:
+    """Call before the first MLflow request: the short retry budget, then at once a readable error
+    naming the URL when the server does not answer (instead of minutes of retries per call)."""
+    limit_client_retries()
+    check_tracking_server(tracking_uri)
+
+
 def check_tracking_server(tracking_uri: str | None, *, timeout: float = TRACKING_CHECK_TIMEOUT_S) -> None:
     """Fail at once, naming the URL, when an http(s) tracking server does not answer /health.
 

@@ -96,10 +96,8 @@ class FastPath:
         except (orjson.JSONDecodeError, RequestError):
             # KServe's path answers (and logs) client errors with the messages it always gave.
             return False
-        # Checked columns hold only str, so a subset test against the vocabularies says "no unknown
-        # category" exactly when the model's own (array-building) check would; if not, KServe's path words it.
-        known = model.known_values
-        if not all(known[name].issuperset(values) for name, values in columns.items()):
+        # Any unknown category: KServe's path words the error, with the message it always gave.
+        if model.model.unknown_categories(columns):
             return False
         predicted = time.perf_counter()
         self._pre_hist.observe(predicted - start)

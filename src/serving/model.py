@@ -80,18 +80,16 @@ class WachttijdenServer(kserve.Model):
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.prediction_log = prediction_log or PredictionLogger()
         self.model = None
-        self.known_values: dict[str, frozenset[str]] = {}
         self.batcher: AdaptiveBatcher | None = None
 
     def load(self) -> bool:
         """Load the model; raises models.registry.TrackingServerUnavailable at once when MLflow does not answer."""
-        from models.registry import check_tracking_server, limit_client_retries, pin_model_uri
+        from models.registry import pin_model_uri, require_tracking_server
         from models.wachttijden.model import load_served_model
 
         if self.model_uri.startswith(TRACKED_SCHEMES):
             # MLflow's client would retry a refused connection for ~4 minutes before saying anything.
-            limit_client_retries()
-            check_tracking_server(None)
+            require_tracking_server(None)
         if self._version_override:
             uri = self.model_uri
         else:
@@ -100,7 +98,6 @@ class WachttijdenServer(kserve.Model):
         # The first call traces the tf.function; do it now rather than on the first request.
         vocabularies = self.model.vocabularies
         self.model.predict_columns({name: values[:1] * MIN_CALL_ROWS for name, values in vocabularies.items()})
-        self.known_values = {name: frozenset(values) for name, values in self.model.vocabularies.items()}
         self.batcher = AdaptiveBatcher(
             self.model.predict_columns,
             max_batch_rows=self.max_batch_rows,

@@ -9,6 +9,7 @@ from models.registry import (
     TrackingServerUnavailable,
     check_tracking_server,
     limit_client_retries,
+    require_tracking_server,
     resolve,
 )
 
@@ -21,13 +22,6 @@ __all__ = [
     "require_tracking_server",
     "resolve",
 ]
-
-
-def require_tracking_server(tracking_uri: str | None) -> None:
-    """Call before a task's first MLflow request: short client retries, and at once a readable error
-    naming the URL when the server does not answer (instead of minutes of retries per call)."""
-    limit_client_retries()
-    check_tracking_server(tracking_uri)
 
 
 def register_best(results: list[dict[str, Any]], *, tracking_uri: str, model_name: str) -> dict[str, Any]:

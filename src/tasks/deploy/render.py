@@ -86,10 +86,9 @@ def _resolved_uris(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, 
     versions: dict[str, str | None] = dict.fromkeys(roles)
     if args.resolve:
         from tasks.deploy.storage import storage_uri_for
-        from tasks.registry import check_tracking_server, limit_client_retries, resolve
+        from tasks.registry import require_tracking_server, resolve
 
-        limit_client_retries()
-        check_tracking_server(None)  # MLFLOW_TRACKING_URI, as the MLflow client reads it
+        require_tracking_server(None)  # MLFLOW_TRACKING_URI, as the MLflow client reads it
         for role in roles:
             found = resolve(args.model_name, uris[role])
             uris[role] = storage_uri_for(found.download_uri, artifact_root=args.artifact_root)

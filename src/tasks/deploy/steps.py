@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.deploy import kubernetes, local
 from tasks.deploy.deployment import Deployment
 from tasks.deploy.smoke import smoke_test as _smoke
-from tasks.registry import ResolvedVersion, check_tracking_server, limit_client_retries, resolve
+from tasks.registry import ResolvedVersion, require_tracking_server, resolve
 
 if TYPE_CHECKING:
     from tasks.config import Settings
@@ -46,8 +46,7 @@ def resolve_version(settings: Settings, model_ref: str | int) -> dict[str, str]:
     """The registered version behind an alias ("champion") or a version number ("3")."""
     # A tracking server that is down fails here at once, naming its URL, instead of after
     # minutes of client retries per call.
-    limit_client_retries()
-    check_tracking_server(settings.mlflow_tracking_uri)
+    require_tracking_server(settings.mlflow_tracking_uri)
     return resolve(settings.model_name, model_ref, tracking_uri=settings.mlflow_tracking_uri).to_dict()
 
 

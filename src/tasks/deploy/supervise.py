@@ -24,7 +24,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 NO_RESTART_EXIT_CODES = (2, 78)
@@ -39,7 +39,6 @@ class SupervisorState:
     last_exit: int | None = None
     last_reason: str = ""
     gave_up: bool = False
-    history: list[float] = field(default_factory=list)
 
 
 def state_file(run_dir: Path, name: str) -> Path:
