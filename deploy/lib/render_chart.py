@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+# What rendering imports, by package name. Imported where used, so that main() can name what is
+# missing (without .venv the deploy scripts fall back to python3, which usually lacks them).
+REQUIRED = {"yaml": "PyYAML", "helm_python": "helm-python-sdk"}
+SETUP_COMMAND = "scripts/setup.sh dev"
 
 # Helm's own install order (pkg/release/util/kind_sorter.go), so a rendered file reads, and
 # applies, in the order `helm upgrade --install` would create the objects.
@@ -32,6 +36,11 @@ CLUSTER_SCOPED = {
 }
 
 
+def missing_packages() -> list[str]:
+    """The packages rendering needs that this Python cannot import."""
+    return [package for module, package in REQUIRED.items() if importlib.util.find_spec(module) is None]
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Merge like Helm merges -f files: maps recurse, everything else (lists too) is replaced."""
     merged = copy.deepcopy(base)
@@ -46,6 +55,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def load_values(values_files: list[str | Path], sets: list[str] | None = None) -> dict[str, Any]:
     """Combine values files in order, then --set expressions, the way the helm CLI does."""
     import helm_python
+    import yaml
 
     values: dict[str, Any] = {}
     for path in values_files:
@@ -60,6 +70,7 @@ def render_sources(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Schema-check the values, render, and return (template, object) pairs in Helm's install order."""
     import helm_python
+    import yaml
 
     with helm_python.Chart.load(str(chart_path)) as chart:
         chart.validate_schema(values)
@@ -89,6 +100,8 @@ def render(
 
 def dump(pairs: list[tuple[str, dict[str, Any]]]) -> str:
     """Multi-document YAML with `# Source:` comments, like `helm template`."""
+    import yaml
+
     return "".join(
         f"---\n# Source: {template}\n" + yaml.safe_dump(obj, sort_keys=False) for template, obj in pairs
     )
@@ -104,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="write here instead of stdout")
     args = parser.parse_args(argv)
 
+    missing = missing_packages()
+    if missing:
+        # One line, no traceback: the deploy scripts stop on it and the user reads only this.
+        print(f"error: {sys.executable} cannot render Helm charts offline, it lacks {' and '.join(missing)}: "
+              f"run `{SETUP_COMMAND}` (it creates .venv, which the deploy scripts use) or set PYTHON to a "
+              "Python that has them", file=sys.stderr)
+        return 2
     values = load_values(args.values, args.sets)
     text = dump(render_sources(args.chart, values, name=args.name, namespace=args.namespace))
     if args.output:

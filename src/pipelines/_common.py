@@ -98,8 +98,28 @@ def pod_override_settings(task_key: str) -> dict:
     return json.loads(path.read_text()).get(task_key, {})
 
 
+def pinned_reference(value: str) -> str:
+    """`value` with its `${KEY}` placeholders replaced from deploy/versions.env, the one pin file
+    (the override files name an image by its pins instead of repeating them)."""
+    if "$" not in value:
+        return value
+    from string import Template
+
+    from tasks.deploy.versions import VERSIONS_FILE, read_versions
+
+    if not VERSIONS_FILE.exists():
+        raise ValueError(f"{value!r} names pins of {VERSIONS_FILE}, which does not exist")
+    try:
+        return Template(value).substitute(read_versions(VERSIONS_FILE))
+    except KeyError as exc:
+        raise ValueError(f"{value!r}: {VERSIONS_FILE} pins no {exc.args[0]}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc} (write pins as ${{KEY}})") from exc
+
+
 def train_executor_config() -> dict:
-    """executor_config putting the training task on the GPU node pool (KubernetesExecutor only)."""
+    """executor_config putting the training task on the GPU node pool (KubernetesExecutor only),
+    in the GPU variant of the worker image when the override names one (`image`)."""
     settings = pod_override_settings("train_model")
     if not settings:
         return {}
@@ -111,13 +131,15 @@ def train_executor_config() -> dict:
         requests={k: v for k, v in requests.items() if v},
         limits={k: v for k, v in limits.items() if v},
     )
+    image = pinned_reference(settings["image"]) if settings.get("image") else None
     return {
         "pod_override": k8s.V1Pod(
             spec=k8s.V1PodSpec(
                 node_selector=settings.get("node_selector"),
                 tolerations=[k8s.V1Toleration(**t) for t in settings.get("tolerations", [])],
                 # The executor merges by container name; "base" is the worker container.
-                containers=[k8s.V1Container(name="base", resources=resources)],
+                # An image here replaces the executor's worker image for this task only.
+                containers=[k8s.V1Container(name="base", image=image, resources=resources)],
             )
         )
     }

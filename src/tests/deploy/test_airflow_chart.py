@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines._common import train_executor_config
 from tests.deploy.conftest import DEPLOY_DIR, REPO_ROOT, env_of, find, one
 
 ENVS = ["dev", "prod"]
@@ -163,18 +164,60 @@ class TestGpuPodOverride:
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
 
     @pytest.mark.parametrize("env", ENVS)
-    def test_override_applied_to_the_task_pod_is_a_valid_pod(self, airflow_rendered, env):
+    def test_train_task_pod_runs_the_gpu_image_on_the_gpu_pool(self, airflow_rendered, versions, monkeypatch, env):
+        """The train task's executor_config merged into the chart's pod template the way the
+        KubernetesExecutor builds a task pod: the GPU image, the pool, the GPU, and a valid Pod."""
         kubernetes_validate = pytest.importorskip("kubernetes_validate")
-        train = json.loads((REPO_ROOT / "variables" / env / "airflow_pod_overrides.json").read_text())["train_model"]
-        pod = pod_template(airflow_rendered(env))
-        pod["spec"]["nodeSelector"] = train["node_selector"]
-        pod["spec"]["tolerations"] = train["tolerations"]
+        path = REPO_ROOT / "variables" / env / "airflow_pod_overrides.json"
+        monkeypatch.setenv("SLUICE_POD_OVERRIDES_FILE", str(path))
+        train = json.loads(path.read_text())["train_model"]
+        cpu_image = f"{versions['AIRFLOW_IMAGE_REPOSITORY']}:{versions['AIRFLOW_IMAGE_TAG']}"
+        gpu_image = f"{versions['AIRFLOW_IMAGE_REPOSITORY']}:{versions['AIRFLOW_GPU_IMAGE_TAG']}"
+        assert gpu_image != cpu_image
+
+        pod = task_pod(pod_template(airflow_rendered(env)), train_executor_config(), cpu_image)
+
         base = pod["spec"]["containers"][0]
-        base["resources"] = {
-            "requests": {"cpu": train["cpu_request"], "memory": train["memory_request"]},
-            "limits": {"nvidia.com/gpu": train["gpu_limit"], "memory": train["memory_limit"]},
-        }
-        kubernetes_validate.validate(pod, "1.33.0", strict=True)
+        assert base["name"] == "base" and base["image"] == gpu_image
+        assert base["resources"]["limits"]["nvidia.com/gpu"] == str(train["gpu_limit"])
+        assert base["resources"]["requests"] == {"cpu": train["cpu_request"], "memory": train["memory_request"]}
+        assert pod["spec"]["nodeSelector"] == train["node_selector"]
+        assert train["tolerations"][0] in pod["spec"]["tolerations"]
+        kubernetes_validate.validate(pod, versions["KUBERNETES_SCHEMA_VERSION"], strict=True)
+
+    def test_an_override_without_image_keeps_the_worker_image(self, airflow_rendered, versions, monkeypatch, tmp_path):
+        train = json.loads((REPO_ROOT / "variables" / "dev" / "airflow_pod_overrides.json").read_text())["train_model"]
+        del train["image"]
+        (tmp_path / "overrides.json").write_text(json.dumps({"train_model": train}))
+        monkeypatch.setenv("SLUICE_POD_OVERRIDES_FILE", str(tmp_path / "overrides.json"))
+        cpu_image = f"{versions['AIRFLOW_IMAGE_REPOSITORY']}:{versions['AIRFLOW_IMAGE_TAG']}"
+
+        pod = task_pod(pod_template(airflow_rendered("dev")), train_executor_config(), cpu_image)
+
+        assert pod["spec"]["containers"][0]["image"] == cpu_image
+        assert pod["spec"]["nodeSelector"] == train["node_selector"]
+
+    def test_an_image_naming_an_unknown_pin_fails_at_parse_time(self, monkeypatch, tmp_path):
+        (tmp_path / "overrides.json").write_text(json.dumps({"train_model": {"image": "repo:${NO_SUCH_TAG}"}}))
+        monkeypatch.setenv("SLUICE_POD_OVERRIDES_FILE", str(tmp_path / "overrides.json"))
+        with pytest.raises(ValueError, match="pins no NO_SUCH_TAG"):
+            train_executor_config()
+
+
+def task_pod(template: dict, executor_config: dict, worker_image: str) -> dict:
+    """The pod the KubernetesExecutor creates for a task: the provider's own construction from the
+    pod template, the executor's worker image and the task's pod_override."""
+    from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+    from kubernetes.client import ApiClient
+
+    pod = PodGenerator.construct_pod(
+        dag_id="train_model", task_id="train_candidate", pod_id="train-model-train-candidate", try_number=1,
+        kube_image=worker_image, date=None, args=["airflow", "tasks", "run"],
+        pod_override_object=executor_config.get("pod_override"),
+        base_worker_pod=PodGenerator.deserialize_model_dict(template),
+        namespace="airflow", scheduler_job_id="1",
+    )
+    return ApiClient().sanitize_for_serialization(pod)
 
 
 class TestRbac:

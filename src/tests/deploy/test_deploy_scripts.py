@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,22 @@ class TestDryRun:
             outputs.append({p.relative_to(out): p.read_text().replace(str(out), "OUT")
                             for p in out.rglob("*") if p.is_file()})
         assert outputs[0] == outputs[1]
+
+
+class TestDryRunWithoutTheDevEnvironment:
+    def test_a_python_without_the_render_packages_stops_with_the_setup_command(self, tmp_path, kubectl):
+        """A fresh clone: PYTHON is an interpreter with no packages at all (an empty venv)."""
+        bare = tmp_path / "bare-venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+        env = script_env(tmp_path, kubectl, PYTHON=str(bare / "bin" / "python"))
+        result = subprocess.run([str(REPO_ROOT / "deploy-mlflow.sh"), "--dry-run", "--out", str(tmp_path / "render")],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr and "ModuleNotFoundError" not in result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if "scripts/setup.sh dev" in line]
+        assert line.startswith("error: ") and "helm-python-sdk" in line and str(bare / "bin" / "python") in line
+        assert not list((tmp_path / "render").glob("*-helm-mlflow.yaml")), "nothing rendered without the packages"
+        assert not (tmp_path / "helm-was-called").exists()
 
 
 class TestSecretsFiles:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -117,4 +118,65 @@ class TestWorkerImage:
     def test_build_context_is_only_the_requirements(self):
         lines = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
                  if line and not line.startswith("#")]
-        assert lines == ["*", "!requirements.txt"]
+        assert lines == ["*", "!requirements.txt", "!requirements-gpu.txt"]
+        copied = {source for op, rest in dockerfile_instructions() if op == "COPY" for source in copy_sources(rest)}
+        assert copied == {"requirements.txt", "requirements-gpu.txt"}
+
+    def test_tf_variant_selects_the_requirements_the_image_installs(self):
+        assert installed_requirements({}) == REPO_ROOT / "requirements.txt"
+        assert installed_requirements({"TF_VARIANT": "cpu"}) == REPO_ROOT / "requirements.txt"
+        assert installed_requirements({"TF_VARIANT": "gpu"}) == REPO_ROOT / "requirements-gpu.txt"
+        with pytest.raises(KeyError):  # no such file in the image: the build fails
+            installed_requirements({"TF_VARIANT": "rocm"})
+
+    def test_gpu_requirements_are_the_cpu_ones_with_tensorflow_for_cuda(self):
+        cpu, gpu = pins(REPO_ROOT / "requirements.txt"), pins(REPO_ROOT / "requirements-gpu.txt")
+        assert "tensorflow" not in cpu and "tensorflow-cpu" not in gpu
+        assert gpu["tensorflow"] == cpu["tensorflow-cpu"]
+        assert f"tensorflow[and-cuda]=={cpu['tensorflow-cpu']}" in (REPO_ROOT / "requirements-gpu.in").read_text()
+        cuda = {name for name in gpu if name.startswith("nvidia-")}
+        assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= cuda
+        # Every other package, Airflow included, at the CPU image's pin.
+        assert {k: v for k, v in gpu.items() if k not in cuda | {"tensorflow"}} == {
+            k: v for k, v in cpu.items() if k != "tensorflow-cpu"}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(instruction, arguments) of ./Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (REPO_ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split()[0].upper(), line.partition(" ")[2].strip()) for line in lines
+            if line and not line.startswith("#")]
+
+
+def copy_sources(arguments: str) -> list[str]:
+    return [part for part in arguments.split() if not part.startswith("--")][:-1]
+
+
+def installed_requirements(build_args: dict[str, str]) -> Path:
+    """The repository file the image's `pip install -r` reads, for these build arguments: ARGs
+    declared after FROM with their defaults, COPY destinations, `${NAME}` expanded as docker does."""
+    args: dict[str, str] = {}
+    copied: dict[str, str] = {}
+    installs: list[str] = []
+    for op, rest in dockerfile_instructions():
+        if op == "FROM":
+            args = {}  # an ARG before FROM is not visible in the stage
+        elif op == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = build_args.get(name, default)
+        elif op == "COPY":
+            destination = rest.split()[-1]
+            for source in copy_sources(rest):
+                copied[destination + Path(source).name if destination.endswith("/") else destination] = source
+        elif op == "RUN" and "pip install" in rest:
+            target = re.search(r"-r\s+(\S+)", rest).group(1).strip('"')
+            installs.append(re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m, known=args: known[m[1] or m[2]], target))
+    (target,) = installs
+    return REPO_ROOT / copied[target]
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of a compiled requirements file."""
+    found = (re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line) for line in path.read_text().splitlines())
+    return {m[1].lower(): m[2] for m in found if m}
