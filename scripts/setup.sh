@@ -2,6 +2,9 @@
 # Create or update the project's virtual environments from the pinned requirement files.
 #   scripts/setup.sh runtime   .venv (pipelines) + .venv-serving (model server)
 #   scripts/setup.sh dev       the same, plus test/lint tools in .venv and checkov in .venv-tools
+#   scripts/setup.sh cluster   .venv, plus the local Kubernetes control plane, kwok, helm and KServe's
+#                              controller and router built from Go modules into ~/.cache/sluice/bin
+#                              (cold: tens of minutes once per machine; warm: a second)
 # Re-running is cheap: an environment is only synced when its requirement file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,5 +65,8 @@ case "$mode" in
     sync_venv .venv-tools requirements-tools.txt
     install_node_tools
     install_system_tools ;;
-  *) echo "usage: $0 [runtime|dev]" >&2; exit 2 ;;
+  cluster)
+    sync_venv .venv requirements.txt requirements-dev.txt
+    scripts/build-cluster-tools.sh ;;
+  *) echo "usage: $0 [runtime|dev|cluster]" >&2; exit 2 ;;
 esac

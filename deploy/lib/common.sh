@@ -172,6 +172,7 @@ apply_manifest() {
     cp "$file" "$_TARGET"
     _record "$KUBECTL" apply --server-side --field-manager=sluice -f "$_TARGET" "$@"
   else
+    filter_for_cluster "$file"
     "$KUBECTL" apply --server-side --field-manager=sluice -f "$file" "$@"
   fi
 }
@@ -224,24 +225,83 @@ values_files() {  # values_files DIR PREFIX: -f args for PREFIX.yaml and PREFIX-
   fi
 }
 
+# is_simulated: the target is the local simulated cluster (scripts/sim-cluster.sh marks it with a
+# ConfigMap). There, kwok only pretends containers run: webhook and APIService registrations that
+# point at Services are dropped (the API server would dial a ClusterIP), and steps that need a
+# running container (Elasticsearch's API) are skipped with a log line.
+_SIMULATED=""
+is_simulated() {
+  is_dry_run && return 1
+  if [ -z "$_SIMULATED" ]; then
+    if "$KUBECTL" get configmap sluice-simulated-cluster -n kube-public > /dev/null 2>&1; then
+      _SIMULATED=1
+      log "target is the simulated cluster: webhook/APIService registrations are filtered out"
+    else
+      _SIMULATED=0
+    fi
+  fi
+  [ "$_SIMULATED" = 1 ]
+}
+
+# filter_for_cluster FILE: in the simulated cluster, drop what deploy/lib/sim_filter.py drops.
+filter_for_cluster() {
+  is_simulated || return 0
+  local tmp
+  tmp=$(mktemp)
+  "$PYTHON" "$DEPLOY_DIR/lib/sim_filter.py" < "$1" > "$tmp"
+  mv "$tmp" "$1"
+}
+
+# local_chart CHART VERSION: a chart from $SLUICE_CHARTS_DIR instead of its repository, for
+# air-gapped installs: <dir>/<chart name>/ (e.g. `helm pull --untar`) or <dir>/<chart name>-<version>.tgz.
+# Prints nothing when there is no such directory or chart.
+local_chart() {
+  local name=${1##*/} version=$2 dir=${SLUICE_CHARTS_DIR:-}
+  [ -n "$dir" ] || return 0
+  if [ -f "$dir/$name/Chart.yaml" ]; then
+    printf '%s\n' "$dir/$name"
+  elif [ -f "$dir/$name-$version.tgz" ]; then
+    printf '%s\n' "$dir/$name-$version.tgz"
+  fi
+}
+
 # helm_release RELEASE NAMESPACE CHART VERSION [helm args...]: pinned, waited, re-runnable install.
+# CHART is a repository chart name (with --repo URL in the args), an oci:// reference or a local path.
 helm_release() {
   local release=$1 namespace=$2 chart=$3 version=$4
   shift 4
+  local args=("$@") local_path
+  local_path=$(local_chart "$chart" "$version")
+  if [ -n "$local_path" ]; then
+    # The local copy is the pinned version: drop --repo, which would make helm fetch it.
+    chart=$local_path
+    version=""
+    args=()
+    while [ $# -gt 0 ]; do
+      if [ "$1" = --repo ]; then shift 2; continue; fi
+      args+=("$1")
+      shift
+    done
+    log "chart for release $release from $chart (SLUICE_CHARTS_DIR)"
+  fi
   local cmd=("$HELM" upgrade --install "$release" "$chart" --namespace "$namespace" --create-namespace
     --wait --timeout 15m)
   # A chart in this repository is pinned by its own Chart.yaml; --version only selects remote ones.
   [ -n "$version" ] && cmd+=(--version "$version")
+  if is_simulated; then
+    cmd+=(--post-renderer sluice-sim-filter)
+    export HELM_PLUGINS="$DEPLOY_DIR/helm-plugins" SLUICE_FILTER_PYTHON="$PYTHON"
+  fi
   if is_dry_run; then
     # Keep a copy of every values file next to the recorded command.
     local arg prev=""
     mkdir -p "$RENDER_DIR/values"
-    for arg in "$@"; do
+    for arg in "${args[@]}"; do
       [ "$prev" = "-f" ] && cp "$arg" "$RENDER_DIR/values/$release-$(basename "$arg")"
       prev=$arg
     done
   fi
-  run_cluster "${cmd[@]}" "$@"
+  run_cluster "${cmd[@]}" "${args[@]}"
 }
 
 # render_helm NAME CHART RELEASE NAMESPACE [render_chart.py args...]: write what helm would
