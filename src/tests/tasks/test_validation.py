@@ -1,5 +1,6 @@
 """Each validation rule, and the file-level failures that stop prepare_dataset."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -7,6 +8,8 @@ from models.wachttijden.schema import FEATURES, TARGET
 from tasks.data.generate import generate, write_csv
 from tasks.data.validation import (
     DataValidationError,
+    _strip,
+    _to_number,
     clean,
     read_raw_csv,
     validate,
@@ -110,3 +113,79 @@ def test_generated_dirty_rows_are_exactly_what_validation_drops(small_raw_csv):
         "TYPE_WACHTTIJD has an unknown category", "TYPE_ZORGINSTELLING is empty",
     }
     assert report.valid_rows == len(frame) - sum(report.row_issues.values())
+    assert report.invalid_rows == sum(report.row_issues.values()) and report.multi_rule_rows == 0
+
+
+def written_frame(tmp_path, *overrides: dict, good_rows: int = 100) -> pd.DataFrame:
+    """Like frame_with, through a real file in tmp_path."""
+    path = tmp_path / "raw.csv"
+    rows = [GOOD] * good_rows + [{**GOOD, **o} for o in overrides]
+    pd.DataFrame(rows).to_csv(path, sep=";", index=False, encoding="cp1252")
+    return read_raw_csv(path.read_bytes(), str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "number", "rules"),
+    [
+        ("4,5", 4.5, {}),
+        (" 12,25 ", 12.25, {}),
+        (",5", 0.5, {}),
+        ("-0,5", None, {f"{TARGET} is negative": 1}),
+        ("1.234,5", None, {f"{TARGET} is not a number": 1}),
+        ("4,5,6", None, {f"{TARGET} is not a number": 1}),
+    ],
+)
+def test_a_dutch_decimal_comma_in_the_target_is_a_decimal_point(tmp_path, text, number, rules):
+    frame = written_frame(tmp_path, {TARGET: text})
+    report, valid = validate(frame, "raw.csv")
+    assert report.row_issues == rules
+    if number is not None:
+        assert clean(frame, valid)[TARGET].iloc[-1] == pytest.approx(number)
+
+
+def test_the_report_states_the_total_dropped_and_that_rule_counts_overlap(tmp_path):
+    frame = written_frame(tmp_path, {TARGET: "", "ROAZ_REGIO": "Atlantis"}, {TARGET: "-1"}, good_rows=200)
+    report, valid = validate(frame, "raw.csv")
+    assert report.ok and int((~valid).sum()) == 2
+    assert sum(report.row_issues.values()) == 3  # the first bad row breaks two rules
+    assert (report.total_rows, report.valid_rows, report.invalid_rows, report.multi_rule_rows) == (202, 200, 2, 1)
+    text = report.to_text()
+    assert "rows: 202, valid: 200, dropped: 2" in text
+    assert ("dropped rows per rule (a row counts under every rule it breaks; "
+            "1 row(s) break more than one rule, so the counts add up to more than 2):") in text
+    assert "  1 row(s): ROAZ_REGIO has an unknown category (e.g. 'Atlantis')" in text
+
+
+def test_a_failed_report_counts_invalid_rows_and_never_says_they_were_dropped(tmp_path):
+    report, _ = validate(written_frame(tmp_path, *[{TARGET: "-1"}] * 10, good_rows=90), "raw.csv")
+    text = report.to_text()
+    assert text.startswith("Validation of raw.csv: FAILED (the file is rejected: nothing is prepared from it)")
+    assert "rows: 100, valid: 90, invalid: 10" in text
+    assert "invalid rows per rule" in text and "  10 row(s): WACHTTIJD is negative" in text
+    assert "dropped" not in text
+
+
+def test_a_file_level_failure_reports_no_row_counts(tmp_path):
+    report, _ = validate(written_frame(tmp_path).drop(columns=["ROAZ_REGIO"]), "raw.csv")
+    text = report.to_text()
+    assert "ERROR: missing column(s): ROAZ_REGIO" in text
+    assert "rows:" not in text and "dropped" not in text
+
+
+def test_missing_values_stay_missing_when_stripped_or_converted():
+    values = pd.Series(["5", None, " 7 ", np.nan, "12"])
+    assert _strip(values).tolist() == ["5", None, "7", None, "12"]
+    assert _to_number(values).tolist()[::2] == [5.0, 7.0, 12.0]
+    assert _to_number(values).isna().tolist() == [False, True, False, True, False]
+    assert _strip(pd.Series([None, np.nan])).isna().all() and _to_number(pd.Series([None])).isna().all()
+
+
+def test_missing_values_in_a_validated_parquet_file_are_empty_not_another_rows_value(tmp_path):
+    # Nulls reach validation from Parquet (the validated data clean_validated reads back).
+    path = tmp_path / "validated.parquet"
+    frame = pd.DataFrame([GOOD] * 3 + [{**GOOD, TARGET: None, "ROAZ_REGIO": None}] + [{**GOOD, TARGET: "80"}])
+    frame.to_parquet(path, index=False)
+    report, valid = validate(pd.read_parquet(path), str(path))
+    assert report.row_issues == {f"{TARGET} is empty": 1, "ROAZ_REGIO is empty": 1}
+    assert report.examples[f"{TARGET} is empty"] == ["None"]
+    assert valid.tolist() == [True, True, True, False, True]
