@@ -20,6 +20,14 @@ if TYPE_CHECKING:  # heavy imports stay inside functions: this module is importe
 # Written next to the Keras file so the server can check categories without Keras.
 VOCABULARIES_FILE = "vocabularies.json"
 KERAS_FILE = "model.keras"
+# Optional files (models logged before they existed have neither): the features whose
+# out-of-vocabulary bucket was trained, and the training rows explanations are measured against.
+OPEN_FEATURES_FILE = "open_features.json"
+BACKGROUND_FILE = "background.json"
+# Any string outside a vocabulary takes StringLookup's one OOV index; this one reads as what it is.
+OOV_TOKEN = "[UNK]"
+
+Columns = Mapping[str, Sequence[str]]
 
 
 def build_model(
@@ -55,6 +63,21 @@ def build_model(
     return model
 
 
+def mask_for_oov(frame: pd.DataFrame, features: Sequence[str], fraction: float, seed: int) -> pd.DataFrame:
+    """A copy of `frame` with `fraction` of the rows of each of `features` set to OOV_TOKEN.
+
+    The vocabulary holds every training value, so without this the OOV bucket's weights never
+    move from their random start and an unseen value would get an arbitrary prediction. Masked
+    rows teach it the waiting time of "some specialism", close to the average over specialisms.
+    """
+    rng = np.random.default_rng(seed)
+    masked = frame.copy()
+    for name in features:
+        rows = rng.random(len(masked)) < fraction
+        masked[name] = masked[name].astype(str).where(~rows, OOV_TOKEN)
+    return masked
+
+
 def to_model_inputs(frame: pd.DataFrame | Mapping[str, Any]) -> dict[str, Any]:
     """Column arrays to the (n, 1) string tensors the model takes.
 
@@ -70,12 +93,23 @@ def to_model_inputs(frame: pd.DataFrame | Mapping[str, Any]) -> dict[str, Any]:
 class WachttijdenModel:
     """Loaded model with a fast call path; shared by the MLflow pyfunc wrapper and the model server."""
 
-    def __init__(self, keras_model: keras.Model, vocabularies: Mapping[str, Sequence[str]]):
+    def __init__(
+        self,
+        keras_model: keras.Model,
+        vocabularies: Mapping[str, Sequence[str]],
+        *,
+        open_features: Sequence[str] = (),
+        background: Columns | None = None,
+    ):
         import tensorflow as tf
 
         self.keras_model = keras_model
         self.vocabularies = {name: list(values) for name, values in vocabularies.items()}
         self._known = {name: frozenset(values) for name, values in self.vocabularies.items()}
+        # Features whose unseen values this model answers through its trained OOV bucket.
+        self.open_features = tuple(open_features)
+        # Training rows for explanations (None: the model was logged without them).
+        self.background = None if background is None else {name: list(background[name]) for name in FEATURES}
         # A traced function with a fixed signature: Keras' model.predict() builds a data pipeline on
         # every call (~80 ms for a small batch); calling a traced tf.function takes well under 1 ms.
         signature = {name: tf.TensorSpec(shape=(None, 1), dtype=tf.string, name=name) for name in FEATURES}
@@ -87,7 +121,12 @@ class WachttijdenModel:
 
         model_dir = Path(model_dir)
         vocabularies = json.loads((model_dir / VOCABULARIES_FILE).read_text(encoding="utf-8"))
-        return cls(keras.models.load_model(model_dir / KERAS_FILE, compile=False), vocabularies)
+        return cls(
+            keras.models.load_model(model_dir / KERAS_FILE, compile=False),
+            vocabularies,
+            open_features=_read_optional(model_dir / OPEN_FEATURES_FILE) or (),
+            background=_read_optional(model_dir / BACKGROUND_FILE),
+        )
 
     def unknown_categories(self, columns: Mapping[str, Any]) -> dict[str, list[str]]:
         """Values per feature that the model never saw in training (sorted, de-duplicated).
@@ -112,11 +151,32 @@ class WachttijdenModel:
         return self._call(to_model_inputs(columns)).numpy().reshape(-1).astype(np.float32)
 
 
-def save_model_files(directory: Path, keras_model: keras.Model, vocabularies: Mapping[str, Sequence[str]]) -> Path:
-    """Write the Keras file and the vocabularies into `directory` (the pyfunc's artifact)."""
+def _read_optional(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def save_model_files(
+    directory: Path,
+    keras_model: keras.Model,
+    vocabularies: Mapping[str, Sequence[str]],
+    *,
+    open_features: Sequence[str] = (),
+    background: Columns | None = None,
+) -> Path:
+    """Write the Keras file, the vocabularies, and the open features and background sample if any, into
+    `directory` (the pyfunc's artifact, so the server finds them wherever the model is downloaded)."""
     directory.mkdir(parents=True, exist_ok=True)
     keras_model.save(directory / KERAS_FILE)
     (directory / VOCABULARIES_FILE).write_text(json.dumps(vocabularies, ensure_ascii=False, indent=1), "utf-8")
+    unknown = sorted(set(open_features) - set(FEATURES))
+    if unknown:
+        raise ValueError(f"open features {unknown} are not features of this model: {list(FEATURES)}")
+    (directory / OPEN_FEATURES_FILE).write_text(json.dumps(list(open_features)), "utf-8")
+    if background is not None:
+        rows = {name: [str(v) for v in background[name]] for name in FEATURES}
+        if not rows[FEATURES[0]]:
+            raise ValueError("the background sample is empty")
+        (directory / BACKGROUND_FILE).write_text(json.dumps(rows, ensure_ascii=False), "utf-8")
     return directory
 
 
@@ -170,12 +230,16 @@ def model_code_folder(work_dir: Path) -> Path:
 
 
 def _pyfunc_kwargs(
-    keras_model: keras.Model, vocabularies: Mapping[str, Sequence[str]], input_example: pd.DataFrame, work_dir: Path
+    keras_model: keras.Model, vocabularies: Mapping[str, Sequence[str]], input_example: pd.DataFrame, work_dir: Path,
+    **extras: Any,
 ) -> dict[str, Any]:
-    """Everything mlflow.pyfunc.save_model and log_model need, with the model files written under `work_dir`."""
+    """Everything mlflow.pyfunc.save_model and log_model need, with the model files written under `work_dir`.
+
+    `extras` are save_model_files' open_features and background.
+    """
     from mlflow.models import infer_signature
 
-    model_dir = save_model_files(work_dir / "model_files", keras_model, vocabularies)
+    model_dir = save_model_files(work_dir / "model_files", keras_model, vocabularies, **extras)
     example = input_example[list(FEATURES)].astype(str).head(5).reset_index(drop=True)
     predictions = pd.DataFrame({"predictions": WachttijdenModel(keras_model, vocabularies).predict_columns(example)})
     return {
@@ -192,23 +256,29 @@ def _pyfunc_kwargs(
 
 def save_pyfunc_model(
     path: Path, keras_model: keras.Model, vocabularies: Mapping[str, Sequence[str]], input_example: pd.DataFrame,
-    *, work_dir: Path,
+    *, work_dir: Path, open_features: Sequence[str] = (), background: Columns | None = None,
 ) -> Path:
     """Save an MLflow pyfunc model folder at `path` (used by tests and benchmarks, no server needed)."""
     import mlflow.pyfunc
 
-    mlflow.pyfunc.save_model(path=str(path), **_pyfunc_kwargs(keras_model, vocabularies, input_example, work_dir))
+    kwargs = _pyfunc_kwargs(
+        keras_model, vocabularies, input_example, work_dir, open_features=open_features, background=background
+    )
+    mlflow.pyfunc.save_model(path=str(path), **kwargs)
     return path
 
 
 def log_pyfunc_model(
     keras_model: keras.Model, vocabularies: Mapping[str, Sequence[str]], input_example: pd.DataFrame,
-    *, work_dir: Path, registered_model_name: str | None = None,
+    *, work_dir: Path, registered_model_name: str | None = None, open_features: Sequence[str] = (),
+    background: Columns | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the model to the active MLflow run (and register it when a name is given)."""
     import mlflow.pyfunc
 
-    kwargs = _pyfunc_kwargs(keras_model, vocabularies, input_example, work_dir)
+    kwargs = _pyfunc_kwargs(
+        keras_model, vocabularies, input_example, work_dir, open_features=open_features, background=background
+    )
     return mlflow.pyfunc.log_model(name="model", registered_model_name=registered_model_name, **kwargs)
 
 

@@ -60,6 +60,12 @@ KNOWN_CATEGORIES: dict[str, frozenset[str]] = {
     ),
 }
 
+# Features whose new values are expected in production (new specialisms appear). A model trained
+# with some of their values masked as out-of-vocabulary declares them open (see model.py): the
+# server then answers an unseen value through that bucket instead of refusing it. The others are
+# closed: an unseen value there is a client error.
+OPEN_FEATURES: tuple[str, ...] = ("SPECIALISME",)
+
 # Waiting time in weeks.
 TARGET = "WACHTTIJD"
 
