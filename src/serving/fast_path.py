@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from serving.guard import UNPARSED, RequestContext
+from serving.guard import UNPARSED, ClientError, RequestContext
 from serving.kserve_compat import is_structured_cloudevent, latency_histograms
 from serving.model import OUTPUT_NAME, WachttijdenServer
 from serving.request_columns import RequestError, columns_from_v1, columns_from_v2, plain_v2_tensors
@@ -96,8 +96,11 @@ class FastPath:
         except (orjson.JSONDecodeError, RequestError):
             # KServe's path answers (and logs) client errors with the messages it always gave.
             return False
-        # Any unknown category: KServe's path words the error, with the message it always gave.
-        if model.model.unknown_categories(columns):
+        # The model server's one category check: unseen values of open features are answered (and
+        # flagged); an unknown value of a closed feature goes to KServe's path, which words the error.
+        try:
+            unseen = model.unseen_categories(columns)
+        except ClientError:
             return False
         predicted = time.perf_counter()
         self._pre_hist.observe(predicted - start)
@@ -110,6 +113,7 @@ class FastPath:
         self._predict_hist.observe(done - predicted)
         context.inputs = columns
         context.outputs = predictions
+        context.unseen = unseen
         payload = orjson.dumps(self._content(v2, parsed, predictions.tolist(), context.request_id))
         self._post_hist.observe(time.perf_counter() - done)
         sock = corked_socket(send)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from kserve.errors import InvalidInput
 
 from serving.deadlines import ReadDeadlines
+from serving.log_metrics import count_unseen_rows
 from serving.log_writer import LineWriter
 from serving.prediction_log import REQUEST_ID_HEADER, ROLE_HEADER, prediction_record, role_from_header
 
@@ -37,12 +38,15 @@ _ROLE = ROLE_HEADER.encode()
 # Methods whose body the guard reads (bounded in size and time) before any app sees the request.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UNPARSED = object()  # the body has not been parsed as JSON yet
+# KServe 0.21's V1 :explain handler answers with the request's own headers (Host, User-Agent,
+# Transfer-Encoding, ...) as response headers; of what it sends only these belong to the answer.
+_EXPLAIN_RESPONSE_HEADERS = frozenset({b"content-type", b"content-length"})
 
 
 class RequestContext:
     """What one request's prediction-log line needs, filled in as the request is served."""
 
-    __slots__ = ("request_id", "role", "start", "inputs", "outputs")
+    __slots__ = ("request_id", "role", "start", "inputs", "outputs", "unseen")
 
     def __init__(self, request_id: str, role: str):
         self.request_id = request_id
@@ -50,6 +54,8 @@ class RequestContext:
         self.start = time.perf_counter()
         self.inputs: Mapping[str, Sequence[str]] | None = None
         self.outputs: np.ndarray | None = None
+        # Values of open features the model never saw, answered through its out-of-vocabulary bucket.
+        self.unseen: Mapping[str, Sequence[str]] | None = None
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RequestContext:
@@ -71,6 +77,11 @@ class ClientError(InvalidInput):
         self.status_code = status_code
 
 
+class Unsupported(NotImplementedError):
+    """What was asked is beyond the served model (:explain without a background sample): answered 501,
+    the status KServe gives a model without an explainer, with the reason and without a traceback."""
+
+
 class PredictionLogger:
     """Writes one prediction-log line per request, inputs bounded by `max_input_rows`; never raises."""
 
@@ -79,7 +90,9 @@ class PredictionLogger:
         self.max_input_rows = max_input_rows
 
     def write(self, model: LoggedModel, context: RequestContext, error: str | None = None) -> None:
-        outputs = context.outputs
+        outputs, unseen = context.outputs, context.unseen
+        if unseen and error is None and context.inputs is not None:
+            count_unseen_rows(model.name, context.inputs, unseen)
         self.writer.write(
             prediction_record(
                 request_id=context.request_id,
@@ -91,6 +104,7 @@ class PredictionLogger:
                 latency_ms=(time.perf_counter() - context.start) * 1000,
                 error=error,
                 max_input_rows=self.max_input_rows,
+                unseen_categories=unseen,
             )
         )
 
@@ -114,6 +128,10 @@ class FastAnswer(Protocol):
 
 def is_inference_path(path: str) -> bool:
     return path.startswith(("/v1/models/", "/v2/models/")) and (path.endswith(":predict") or path.endswith("/infer"))
+
+
+def is_explain_path(path: str) -> bool:
+    return path.startswith("/v1/models/") and path.endswith(":explain")
 
 
 def no_special_headers(headers: Mapping[bytes, bytes]) -> bool:
@@ -150,26 +168,31 @@ class RequestGuard:
             extra_headers.append((_REQUEST_ID, request_id.encode()))
         context = None
         path = scope["path"]
-        if scope["method"] == "POST" and is_inference_path(path):
-            context = RequestContext(request_id, role_from_header(headers.get(_ROLE, b"").decode("latin-1")))
+        explain = scope["method"] == "POST" and is_explain_path(path)
+        if scope["method"] == "POST" and (explain or is_inference_path(path)):
+            # :explain gets :predict's checks and answers; it is no prediction, so it writes no log line.
+            if not explain:
+                context = RequestContext(request_id, role_from_header(headers.get(_ROLE, b"").decode("latin-1")))
             body, problem = await self._read_body(receive, headers, inference=True)
             if problem is not None:
                 status, message = problem
                 await send_json(send, status, {"error": message}, request_id, close=status == 408)
-                self.log.write(self.model, context, error=message)
+                self._log_refusal(context, message)
                 return
             content_type = headers.get(b"content-type")
             if content_type is None and INFERENCE_HEADER not in headers:
                 extra_headers.append((b"content-type", b"application/json"))
             parsed: Any = UNPARSED
-            if path.endswith(":predict") and (content_type or b"application/json").startswith(b"application/json"):
+            if path.endswith((":predict", ":explain")) and (content_type or b"application/json").startswith(
+                b"application/json"
+            ):
                 # KServe's V1 parser reports bad JSON as "Unrecognized request format"; say what it is.
                 try:
                     parsed = orjson.loads(body)
                 except orjson.JSONDecodeError as exc:
                     message = f"malformed JSON: {exc}"
                     await send_json(send, 400, {"error": message}, request_id)
-                    self.log.write(self.model, context, error=message)
+                    self._log_refusal(context, message)
                     return
             v2 = self.fast_path.version_of(path) if self.fast_path is not None else None
             if (
@@ -188,10 +211,15 @@ class RequestGuard:
             receive = replay(body, receive)
         if extra_headers:
             scope = {**scope, "headers": [*scope["headers"], *extra_headers]}
-        await self._call_app(scope, receive, send, request_id, context)
+        await self._call_app(scope, receive, send, request_id, context, explain=explain)
+
+    def _log_refusal(self, context: RequestContext | None, message: str) -> None:
+        if context is not None:
+            self.log.write(self.model, context, error=message)
 
     async def _call_app(
-        self, scope: dict, receive: Any, send: Any, request_id: str, context: RequestContext | None
+        self, scope: dict, receive: Any, send: Any, request_id: str, context: RequestContext | None,
+        *, explain: bool = False,
     ) -> None:
         captured: dict[str, Any] = {"status": 0, "body": b""}
         # Readiness stays 200 while the prediction log is failing (the answers are still right);
@@ -204,7 +232,10 @@ class RequestGuard:
                 added = [(b"x-request-id", request_id.encode())]
                 if flag_degraded:
                     added.append((DEGRADED_HEADER, b"prediction-log"))
-                message = {**message, "headers": [*message.get("headers", []), *added]}
+                sent = message.get("headers", [])
+                if explain:
+                    sent = [(name, value) for name, value in sent if name.lower() in _EXPLAIN_RESPONSE_HEADERS]
+                message = {**message, "headers": [*sent, *added]}
             elif message["type"] == "http.response.body" and captured["status"] >= 400:
                 if len(captured["body"]) < 4096:
                     captured["body"] += message.get("body", b"")
@@ -319,6 +350,10 @@ async def _client_error_handler(_: Request, exc: ClientError) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content={"error": str(exc)})
 
 
+async def _unsupported_handler(_: Request, exc: Unsupported) -> JSONResponse:
+    return JSONResponse(status_code=501, content={"error": str(exc)})
+
+
 async def _validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
     # KServe leaves these as FastAPI's 422 with a nested detail list; answer 400 like every other input error.
     return JSONResponse(status_code=400, content={"error": describe_validation_errors(exc)})
@@ -333,5 +368,6 @@ def install_guards(
     fast path skips Starlette's middleware stack (KServe's TimingMiddleware included) as well.
     """
     app.add_exception_handler(ClientError, _client_error_handler)
+    app.add_exception_handler(Unsupported, _unsupported_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     return RequestGuard(app, model, limits, fast_path)

@@ -14,6 +14,9 @@ kserve/logging.py and kserve/metrics.py:
 - PRE/PREDICT/POST_HIST_TIME and get_labels keep their names and labels.
 - serving.fast_path copies KServe's V1/V2 response bodies: the side-by-side tests in
   src/tests/serving/test_model_server.py must still pass unchanged.
+- The V1 `:explain` route still calls `Model.__call__(..., verb=InferenceVerb.EXPLAIN)` (serving.model
+  passes the verb on) and still answers with the request's headers, which serving.guard drops
+  (src/tests/serving/test_explain.py).
 """
 
 from __future__ import annotations

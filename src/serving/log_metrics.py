@@ -1,13 +1,23 @@
-"""Prometheus metrics for the prediction log's health, read from its writer at scrape time (on KServe's /metrics)."""
+"""Prometheus metrics of the prediction log: its health, read from its writer at scrape time, and the
+unseen categories it flags (both on KServe's /metrics)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
+from prometheus_client import Counter
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from serving.log_writer import DEGRADED_AFTER, LineWriter
+
+# Counted where the prediction-log line is written, so the fast path, KServe's path and gRPC count
+# alike, once per answered request.
+UNSEEN_CATEGORY_ROWS = Counter(
+    "sluice_unseen_category_rows",
+    "Rows answered through the model's out-of-vocabulary bucket: a value of an open feature it never saw",
+    ["model_name", "feature"],
+)
 
 
 class LogWriterCollector(Collector):
@@ -34,3 +44,13 @@ def register_log_metrics(writer: LineWriter, registry: CollectorRegistry = REGIS
     collector = LogWriterCollector(writer)
     registry.register(collector)
     return collector
+
+
+def count_unseen_rows(
+    model_name: str, inputs: Mapping[str, Sequence[str]], unseen: Mapping[str, Sequence[str]]
+) -> None:
+    """Add the rows of `inputs` holding each feature's `unseen` values to UNSEEN_CATEGORY_ROWS."""
+    for name, values in unseen.items():
+        values = frozenset(values)
+        rows = sum(1 for value in inputs[name] if value in values)
+        UNSEEN_CATEGORY_ROWS.labels(model_name=model_name, feature=name).inc(rows)

@@ -10,10 +10,12 @@ from typing import Any
 import kserve
 import numpy as np
 from kserve.errors import InvalidInput
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from models.wachttijden.schema import FEATURES
 from serving.batcher import AdaptiveBatcher
+from serving.explain import explain_columns
 from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger, RequestContext
 from serving.prediction_log import REQUEST_ID_HEADER
 from serving.request_columns import (
@@ -41,6 +43,7 @@ class Prepared:
     v2: bool
     response_id: str
     predictions: np.ndarray | None = None
+    unseen: dict[str, list[str]] | None = None
 
 
 def tensor_of(infer_input: Any, from_grpc: bool) -> Tensor:
@@ -69,6 +72,7 @@ class WachttijdenServer(kserve.Model):
         max_rows: int = 10_000,
         max_batch_rows: int = 256,
         max_batch_wait_ms: float = 2.0,
+        max_explain_rows: int = 100,
         prediction_log: PredictionLogger | None = None,
     ):
         super().__init__(name)
@@ -78,8 +82,10 @@ class WachttijdenServer(kserve.Model):
         self.max_rows = max_rows
         self.max_batch_rows = max_batch_rows
         self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.max_explain_rows = max_explain_rows
         self.prediction_log = prediction_log or PredictionLogger()
         self.model = None
+        self.open_features: frozenset[str] = frozenset()
         self.batcher: AdaptiveBatcher | None = None
 
     def load(self) -> bool:
@@ -95,6 +101,9 @@ class WachttijdenServer(kserve.Model):
         else:
             uri, self.model_version = pin_model_uri(self.model_uri)
         self.model, _ = load_served_model(uri)
+        # Models logged before open features existed (or loaded by their own older code) have
+        # untrained out-of-vocabulary buckets: every feature stays closed for them.
+        self.open_features = frozenset(getattr(self.model, "open_features", ()))
         # The first call traces the tf.function; do it now rather than on the first request.
         vocabularies = self.model.vocabularies
         self.model.predict_columns({name: values[:1] * MIN_CALL_ROWS for name, values in vocabularies.items()})
@@ -104,9 +113,23 @@ class WachttijdenServer(kserve.Model):
             max_wait_s=self.max_batch_wait_s,
             min_call_rows=MIN_CALL_ROWS,
         )
-        logger.info("Loaded %s version %s from %s", self.name, self.model_version, uri)
+        logger.info(
+            "Loaded %s version %s from %s (open features: %s; explanations: %s)", self.name, self.model_version, uri,
+            ", ".join(sorted(self.open_features)) or "none", "yes" if getattr(self.model, "background", None) else "no",
+        )
         self.ready = True
         return self.ready
+
+    def unseen_categories(self, columns: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Values of open features the model never saw (it answers them through its out-of-vocabulary
+        bucket); raises ClientError (400) naming each closed feature's unknown values. Both paths ask this."""
+        unknown = self.model.unknown_categories(columns)
+        if not unknown:
+            return {}
+        closed = {name: values for name, values in unknown.items() if name not in self.open_features}
+        if closed:
+            raise ClientError(unknown_category_message(closed, self.model.vocabularies))
+        return unknown
 
     def get_input_types(self) -> list[dict]:
         return [{"name": name, "datatype": "BYTES", "shape": [-1]} for name in FEATURES]
@@ -137,18 +160,32 @@ class WachttijdenServer(kserve.Model):
             raise ClientError(str(exc), exc.status_code) from None
         if context is not None:
             context.inputs = prepared.columns
-        unknown = self.model.unknown_categories(prepared.columns)
-        if unknown:
-            raise ClientError(unknown_category_message(unknown, self.model.vocabularies))
+        prepared.unseen = self.unseen_categories(prepared.columns)
+        if context is not None:
+            context.unseen = prepared.unseen
         return prepared
 
     async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Prepared:
         payload.predictions = await self.batcher.predict(payload.columns)
         return payload
 
+    async def explain(self, payload: Prepared, headers: dict[str, str] | None = None) -> dict:
+        """KServe's V1 :explain: exact Shapley attributions per row (see serving.explain)."""
+        answer = await explain_columns(
+            payload.columns,
+            model=self.model,
+            predict=self.batcher.predict,
+            max_rows=self.max_explain_rows,
+            described_as=f"model {self.name} version {self.model_version or '(unknown)'}",
+        )
+        return {"model_name": self.name, "model_version": self.model_version, **answer,
+                "unseen_categories": payload.unseen or None}
+
     async def postprocess(
-        self, result: Prepared, headers: dict[str, str] | None = None, response_headers: dict | None = None
+        self, result: Prepared | dict, headers: dict[str, str] | None = None, response_headers: dict | None = None
     ) -> dict | InferResponse:
+        if not isinstance(result, Prepared):
+            return result  # an :explain answer
         context = CURRENT_REQUEST.get()
         if context is not None:
             context.outputs = result.predictions
@@ -164,8 +201,10 @@ class WachttijdenServer(kserve.Model):
         )
 
     async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None) -> Any:
-        if CURRENT_REQUEST.get() is not None:
-            return await super().__call__(body, headers=headers)
+        verb = verb or InferenceVerb.PREDICT
+        # An explanation is no prediction: no prediction-log line (the guard has not set a context for it).
+        if verb is not InferenceVerb.PREDICT or CURRENT_REQUEST.get() is not None:
+            return await super().__call__(body, headers=headers, verb=verb)
         # gRPC requests skip the HTTP guard: log them here instead.
         context = RequestContext.from_headers(headers or {})
         token = CURRENT_REQUEST.set(context)

@@ -1,4 +1,5 @@
-"""KServe model server for the wachttijden MLflow model: V1/V2 REST, strict input checks, batching, prediction log."""
+"""KServe model server for the wachttijden MLflow model: V1/V2 REST, V1 :explain, strict input checks, batching,
+prediction log."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-fast-path", dest="fast_path", action="store_false",
         help="send every request through KServe's FastAPI app (for comparison and debugging)")
     add("--max-rows", type=int, default=10_000, help="rows per request (more: 413)")
+    add("--max-explain-rows", type=int, default=100, help="rows per :explain request (more: 413)")
     add("--max-body-bytes", type=int, default=8 * MiB, help="request body size (more: 413)")
     add("--body-read-timeout-s", type=float, default=10.0, help="time to receive a whole request body (else 408)")
     add("--max-connections", type=int, default=1000, help="open connections; requests beyond get 503")
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         max_rows=args.max_rows,
         max_batch_rows=args.max_batch_size,
         max_batch_wait_ms=args.max_batch_wait_ms,
+        max_explain_rows=args.max_explain_rows,
         prediction_log=PredictionLogger(writer, max_input_rows=args.log_max_input_rows),
     )
     try:

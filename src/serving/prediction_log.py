@@ -20,6 +20,8 @@ DEFAULT_ROLE = "primary"
 # Roles the shadow report understands; other header values are kept verbatim (clipped) so nothing is lost.
 KNOWN_ROLES = ("primary", "champion", "shadow")
 _MAX_ROLE_LENGTH = 32
+# Distinct unseen values listed per feature in one record (the metric counts every row).
+MAX_UNSEEN_VALUES = 20
 
 
 _second_cache: list[Any] = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"]
@@ -56,12 +58,15 @@ def prediction_record(
     latency_ms: float,
     error: str | None = None,
     max_input_rows: int | None = None,
+    unseen_categories: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """One model server record: what was asked, what was answered, how long it took, and whether it failed.
 
     Inputs of more than `max_input_rows` rows are logged as `{"rows": n, "sha256": digest}` (see
     inputs_digest) instead of their values. Outputs are always logged whole: the shadow report
     compares them value by value, and they are one number per row, at most --max-rows of them.
+    `unseen_categories` flags values of open features the model never saw (answered through its
+    out-of-vocabulary bucket): {feature: first MAX_UNSEEN_VALUES distinct values}, else null.
     """
     return {
         "timestamp": utc_timestamp(),
@@ -74,6 +79,11 @@ def prediction_record(
         "latency_ms": round(float(latency_ms), 3),
         "status": "ok" if error is None else "error",
         "error": error,
+        "unseen_categories": (
+            {name: list(values[:MAX_UNSEEN_VALUES]) for name, values in unseen_categories.items()}
+            if unseen_categories
+            else None
+        ),
     }
 
 

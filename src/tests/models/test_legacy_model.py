@@ -72,8 +72,20 @@ def test_the_model_server_serves_the_legacy_model(legacy_model_dir, tmp_path):
             for name, values in zip(example["columns"], columns, strict=True)
         ]
     }
+    row = dict(zip(example["columns"], example["data"][0], strict=True))
     with model_server(legacy_model_dir, tmp_path, name="legacy") as server:
         response = requests.post(f"{server.url}/v2/models/wachttijden/infer", json=body, timeout=30)
+        explained = requests.post(f"{server.url}/v1/models/wachttijden:explain", json={"instances": [row]}, timeout=30)
+        # Its out-of-vocabulary bucket was never trained, so no feature is open for it: refused as before.
+        unseen = requests.post(
+            f"{server.url}/v1/models/wachttijden:predict",
+            json={"instances": [{**row, "SPECIALISME": "Nieuw specialisme"}]},
+            timeout=30,
+        )
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
     assert output["shape"] == [5] and all(math.isfinite(v) for v in output["data"])
+    assert explained.status_code == 501, explained.text
+    assert "has no background sample" in explained.json()["error"]
+    assert unseen.status_code == 400, unseen.text
+    assert "SPECIALISME" in unseen.json()["error"] and "Nieuw specialisme" in unseen.json()["error"]

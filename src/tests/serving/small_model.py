@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.wachttijden.schema import FEATURES, TARGET
+from models.wachttijden.schema import FEATURES, OPEN_FEATURES, TARGET
 
 # A few categories per feature are enough to exercise lookup, one-hot and unknown-category paths.
 CATEGORIES: dict[str, list[str]] = {
@@ -32,19 +32,29 @@ def generated_rows(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+# Like the train task: some open-feature values masked as unseen, a background sample for explanations.
+OOV_FRACTION = 0.05
+BACKGROUND_ROWS = 50
+
+
 def save_small_model(path: Path, *, seed: int, work_dir: Path, rows: int = 2000, epochs: int = 2) -> Path:
     """Fit `build_model` briefly on generated rows and save it as an MLflow pyfunc folder at `path`."""
     import keras
 
-    from models.wachttijden.model import build_model, save_pyfunc_model, to_model_inputs
+    from models.wachttijden.model import build_model, mask_for_oov, save_pyfunc_model, to_model_inputs
 
     keras.utils.set_random_seed(seed)
     frame = generated_rows(rows, seed)
     model = build_model(CATEGORIES, target_mean=float(frame[TARGET].mean()))
+    fitted = mask_for_oov(frame, OPEN_FEATURES, OOV_FRACTION, seed)
     model.fit(
-        to_model_inputs(frame), frame[TARGET].to_numpy(np.float32), epochs=epochs, batch_size=64, verbose=0
+        to_model_inputs(fitted), fitted[TARGET].to_numpy(np.float32), epochs=epochs, batch_size=64, verbose=0
     )
-    return save_pyfunc_model(path, model, CATEGORIES, frame[list(FEATURES)], work_dir=work_dir)
+    background = frame.sample(n=BACKGROUND_ROWS, random_state=seed)
+    return save_pyfunc_model(
+        path, model, CATEGORIES, frame[list(FEATURES)], work_dir=work_dir, open_features=OPEN_FEATURES,
+        background={name: background[name].tolist() for name in FEATURES},
+    )
 
 
 # Two rows in the small models' vocabularies, for request bodies in the router and soak tests.

@@ -48,7 +48,8 @@ def request_mix() -> list[RequestClass]:
         RequestClass("valid v1 1 row", V1, dump({"instances": ROWS[:1]}), 200, 8),
         RequestClass("valid v2 32 rows", V2, dump(_v2(ROWS * 16)), 200, 4),
         RequestClass("bad json", V1, b'{"instances": [', 400, 1),
-        RequestClass("unknown category", V1, dump({"instances": [{**ROWS[0], "SPECIALISME": "Onbekend"}]}), 400, 1),
+        # ROAZ_REGIO is a closed feature (an unseen SPECIALISME is answered: test_open_categories.py).
+        RequestClass("unknown category", V1, dump({"instances": [{**ROWS[0], "ROAZ_REGIO": "Onbekend"}]}), 400, 1),
         RequestClass("wrong columns", V2, dump(_v2([{**ROWS[0], "POSTCODE": "1234AB"}])), 400, 1),
         RequestClass("too many rows", V1, dump({"instances": ROWS[:1] * (MAX_ROWS + 1)}), 413, 1),
         RequestClass("body too large", V1, b'{"instances": []' + b" " * MAX_BODY_BYTES + b"}", 413, 1),

@@ -273,16 +273,17 @@ BAD_REQUESTS = [
     ),
     ("v1 empty batch", "v1", {"instances": []}, JSON, 400, ["empty"]),
     (
+        # ROAZ_REGIO is closed; SPECIALISME is open (test_open_categories.py).
         "v2 unknown category",
         "v2",
-        one_row_v2(SPECIALISME={"data": ["Tandheelkunde"]}),
+        one_row_v2(ROAZ_REGIO={"data": ["Zeeland"]}),
         JSON,
         400,
         [
             "unknown categories",
-            "SPECIALISME",
-            "Tandheelkunde",
-            f"knows {len(CATEGORIES['SPECIALISME'])} values",
+            "ROAZ_REGIO",
+            "Zeeland",
+            f"knows {len(CATEGORIES['ROAZ_REGIO'])} values",
         ],
     ),
     (
@@ -360,6 +361,7 @@ class TestPredictionLog:
         assert record["inputs"] == {n: list(frame[n]) for n in FEATURES}
         assert record["outputs"] == response.json()["outputs"][0]["data"]
         assert record["latency_ms"] > 0
+        assert record["unseen_categories"] is None
         assert set(record) == {
             "timestamp",
             "request_id",
@@ -371,20 +373,21 @@ class TestPredictionLog:
             "latency_ms",
             "status",
             "error",
+            "unseen_categories",
         }
 
     def test_request_id_is_generated_and_errors_are_logged(self, served):
         response = requests.post(
-            predict_url(served), json={"instances": [{**ROW, "SPECIALISME": "Tandheelkunde"}]}, timeout=30
+            predict_url(served), json={"instances": [{**ROW, "TYPE_WACHTTIJD": "Spoedconsult"}]}, timeout=30
         )
         assert response.status_code == 400
         request_id = response.headers["x-request-id"]
         assert len(request_id) == 32
         (record,) = wait_for_request(served.prediction_log, request_id)
         assert record["role"] == "primary"
-        assert record["status"] == "error" and "Tandheelkunde" in record["error"]
+        assert record["status"] == "error" and "Spoedconsult" in record["error"]
         assert record["outputs"] is None
-        assert record["inputs"]["SPECIALISME"] == ["Tandheelkunde"]
+        assert record["inputs"]["TYPE_WACHTTIJD"] == ["Spoedconsult"]
 
     def test_every_line_is_one_json_object(self, served):
         ids = [f"lines-{i}" for i in range(len(BAD_REQUESTS))]

@@ -36,7 +36,9 @@ MIX = [
     (V1, {"instances": [ROW]}, 200),
     (V2, v2_body(), 200),
     (V2, v2_body(parameters=True), 200),
-    (V1, {"instances": [{**ROW, "SPECIALISME": "Tandheelkunde"}]}, 400),
+    # SPECIALISME is open (answered through the out-of-vocabulary bucket); TYPE_ZORGINSTELLING is closed.
+    (V1, {"instances": [{**ROW, "SPECIALISME": "Tandheelkunde"}]}, 200),
+    (V1, {"instances": [{**ROW, "TYPE_ZORGINSTELLING": "Huisarts"}]}, 400),
     (V1, b'{"instances": [', 400),
     (V1, {"instances": [ROW] * (MAX_ROWS + 1)}, 413),
     (V2, b"", 400),
