@@ -75,6 +75,8 @@ if is_dry_run; then
   printf '%s\n' "kubectl get secret sluice-es-http-certs-public -n logging -o jsonpath='{.data.ca\\.crt}' | base64 -d > ca.crt" \
     "kubectl create secret generic sluice-es-ca -n airflow --from-file=ca.crt=ca.crt --dry-run=client -o yaml | kubectl apply --server-side --field-manager=sluice -f -" \
     >> "$RENDER_DIR/commands.sh"
+elif is_simulated; then
+  log "simulated cluster: no ECK CA to copy (no Elasticsearch runs); the pods that mount sluice-es-ca are scheduled, never started"
 else
   ca_dir=$(mktemp -d)
   "$KUBECTL" get secret sluice-es-http-certs-public -n logging -o jsonpath='{.data.ca\.crt}' | base64 -d > "$ca_dir/ca.crt"

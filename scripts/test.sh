@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh dev
+# The local Kubernetes control plane the cluster tests run against, built from Go modules
+# (cold: tens of minutes, once per machine; warm: a second).
+scripts/build-cluster-tools.sh
 
 echo "==> ruff"
 .venv/bin/ruff check src bench scripts

@@ -426,13 +426,16 @@ apply_secret() {
   log "secret $namespace/$name applied (${#args[@]} keys)"
 }
 
-ensure_namespace() {  # ensure_namespace NAME: idempotent, for namespaces no overlay owns
+# ensure_namespace NAME: idempotent. Its own field manager: a namespace that a Kustomize base also
+# applies (with labels) would otherwise flip between the two field sets of one manager, and every
+# run would strip and re-add the labels.
+ensure_namespace() {
   if is_dry_run; then
-    printf 'kubectl create namespace %q --dry-run=client -o yaml | kubectl apply --server-side --field-manager=sluice -f -\n' \
+    printf 'kubectl create namespace %q --dry-run=client -o yaml | kubectl apply --server-side --field-manager=sluice-namespace -f -\n' \
       "$1" >> "$RENDER_DIR/commands.sh"
   else
     "$KUBECTL" create namespace "$1" --dry-run=client -o yaml |
-      "$KUBECTL" apply --server-side --field-manager=sluice -f - > /dev/null
+      "$KUBECTL" apply --server-side --field-manager=sluice-namespace -f - > /dev/null
   fi
 }
 

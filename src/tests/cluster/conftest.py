@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.deploying import deploy_cluster, resource_versions
+from tests.cluster.deploying import deploy_cluster, environment_secrets, resource_versions
 from tests.support.netwatch import ConnectionWatch
 from tests.support.processes import REPO_ROOT
 
@@ -88,9 +88,10 @@ def snapshot(cluster: SimCluster) -> dict[tuple[str, str, str], str]:
 def deployed_cluster(sim_cluster: SimCluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """./deploy-cluster.sh --env dev run twice, with the objects' resourceVersions after each run."""
     secrets_dir = tmp_path_factory.mktemp("no-secret-files")  # only the environment's secrets count
-    first = deploy_cluster(sim_cluster.env, secrets_dir)
+    env = {**sim_cluster.env, **environment_secrets()}  # the same secrets for both runs
+    first = deploy_cluster(env, secrets_dir)
     assert first.returncode == 0, f"first deploy failed:\n{first.stderr[-6000:]}"
     before = snapshot(sim_cluster)
-    second = deploy_cluster(sim_cluster.env, secrets_dir)
+    second = deploy_cluster(env, secrets_dir)
     assert second.returncode == 0, f"second deploy failed:\n{second.stderr[-6000:]}"
     return {"first": first, "second": second, "before": before, "after": snapshot(sim_cluster)}

@@ -14,6 +14,8 @@ from tests.support.processes import REPO_ROOT
 # bookkeeping. Helm's release records (one Secret per revision, by design of `helm upgrade`) are
 # skipped by type.
 VOLATILE_KINDS = {"Event", "Lease", "Node", "Endpoints", "EndpointSlice"}
+# ComponentStatus is computed on every read (no resourceVersion, nothing stored).
+COMPUTED_KINDS = {"ComponentStatus"}
 
 
 def environment_secrets() -> dict[str, str]:
@@ -33,9 +35,10 @@ def environment_secrets() -> dict[str, str]:
 
 
 def deploy_cluster(env: dict[str, str], secrets_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """./deploy-cluster.sh --env dev with `env` (which carries the environment's secrets)."""
     return subprocess.run(
         ["./deploy-cluster.sh", "--env", "dev", *args], cwd=REPO_ROOT,
-        env={**env, **environment_secrets(), "SLUICE_SECRETS_DIR": str(secrets_dir)},
+        env={**env, "SLUICE_SECRETS_DIR": str(secrets_dir)},
         capture_output=True, text=True, timeout=1800, check=False,
     )
 
@@ -45,7 +48,7 @@ def resource_versions(listing: dict) -> dict[tuple[str, str, str], str]:
     versions = {}
     for item in listing["items"]:
         meta = item["metadata"]
-        if item["kind"] in VOLATILE_KINDS or item.get("type") == "helm.sh/release.v1":
+        if item["kind"] in VOLATILE_KINDS | COMPUTED_KINDS or item.get("type") == "helm.sh/release.v1":
             continue
         versions[(item["kind"], meta.get("namespace", ""), meta["name"])] = meta["resourceVersion"]
     return versions

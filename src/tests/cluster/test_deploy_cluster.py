@@ -20,12 +20,12 @@ RELEASES = {
     ("elastic-system", "elastic-operator"), ("mlflow", "mlflow"), ("airflow", "airflow"),
 }
 class TestDeployCluster:
-    def test_should_leave_every_helm_release_deployed_cluster(self, sim_cluster, deployed_cluster):
+    def test_should_leave_every_helm_release_deployed(self, sim_cluster, deployed_cluster):
         releases = json.loads(subprocess.run(
             ["helm", "list", "--all-namespaces", "-o", "json"], env=sim_cluster.env,
             capture_output=True, text=True, check=True).stdout)
         assert {(r["namespace"], r["name"]) for r in releases} == RELEASES
-        assert {r["name"]: r["status"] for r in releases} == {name: "deployed_cluster" for _, name in RELEASES}
+        assert {r["name"]: r["status"] for r in releases} == {name: "deployed" for _, name in RELEASES}
 
     def test_should_establish_every_crd(self, sim_cluster, deployed_cluster):
         crds = sim_cluster.get_json("crd")["items"]
