@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from simcluster import objects, pki  # noqa: E402 - after the path setup above
+
 from tasks.deploy import processes  # noqa: E402
 
 STATE = Path(os.environ.get("SLUICE_SIM_DIR", ROOT / ".local" / "sim-cluster")).resolve()
@@ -192,7 +193,8 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
 
 def ensure_objects() -> None:
     """Nodes, their capacity (status, so patched) and the default StorageClass: server-side applied, idempotent."""
-    manifest = {"apiVersion": "v1", "kind": "List", "items": [*objects.nodes(), objects.storage_class(), objects.marker()]}
+    items = [*objects.nodes(), objects.storage_class(), objects.marker()]
+    manifest = {"apiVersion": "v1", "kind": "List", "items": items}
     kubectl("apply", "--server-side", "--field-manager=sluice-sim", "-f", "-", stdin=json.dumps(manifest))
     for node in objects.nodes():
         name = node["metadata"]["name"]

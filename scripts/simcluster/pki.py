@@ -131,7 +131,9 @@ def write_kubeconfig(path: Path, pki: Path, stem: str, server: str) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "sluice-sim", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
+        "clusters": [
+            {"name": "sluice-sim", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}
+        ],
         "users": [{"name": stem, "user": {
             "client-certificate": str(pki / f"{stem}.crt"), "client-key": str(pki / f"{stem}.key")}}],
         "contexts": [{"name": "sluice-sim", "context": {"cluster": "sluice-sim", "user": stem}}],
