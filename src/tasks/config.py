@@ -42,6 +42,9 @@ class Settings:
     train_config: dict = field(default_factory=dict)
     # Challenger must beat champion by this relative margin on hold-out MAE to be promoted.
     promotion_margin: float = 0.01
+    # Fail a training task at once when TensorFlow sees no GPU, instead of training on CPU for hours
+    # (a pod that missed the GPU node pool, an image without CUDA). Off where there is no GPU.
+    require_gpu: bool = False
 
     @classmethod
     def load(cls, lookup: Lookup) -> Settings:
@@ -60,8 +63,18 @@ class Settings:
         return path if path.is_absolute() else root / path
 
 
-def _coerce(name: str, type_name: object, raw: str | dict | float | int) -> object:
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+def _coerce(name: str, type_name: object, raw: str | dict | float | int | bool) -> object:
     type_name = str(type_name)
+    if "bool" in type_name:
+        # A Variable is text ("true", "False", "1"); bool("false") would be True.
+        text = str(raw).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"Airflow Variable {name!r} has an invalid value {raw!r}: expected true or false")
     try:
         if "dict" in type_name:
             return raw if isinstance(raw, dict) else json.loads(raw)

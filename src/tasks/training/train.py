@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.wachttijden.schema import FEATURES, TARGET
+from models.wachttijden.schema import FEATURES, OPEN_FEATURES, TARGET
 from tasks.data.datalake import DataLake
 from tasks.data.prepare import read_split
 from tasks.registry import require_tracking_server
+from tasks.training.device import DEVICE_TAG, training_device
+from tasks.training.importance import background_sample, feature_importance, importance_figure
 
 EXPERIMENT = "wachttijden"
 
@@ -28,6 +30,10 @@ class Candidate:
     epochs: int = 5
     batch_size: int = 256
     seed: int = 42
+    # Share of training rows whose open features (SPECIALISME) are masked as unseen, so the model's
+    # out-of-vocabulary bucket learns an answer for new values; 0 leaves it untrained, and the model
+    # then declares no open features (the server refuses unseen values as for closed ones).
+    oov_fraction: float = 0.02
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Candidate:
@@ -86,7 +92,7 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, candidate: Candidate):
     """Train one candidate; returns the Keras model, its vocabularies, history and seconds per epoch."""
     import keras
 
-    from models.wachttijden.model import build_model, to_model_inputs
+    from models.wachttijden.model import build_model, mask_for_oov, to_model_inputs
 
     keras.utils.set_random_seed(candidate.seed)
     vocabularies = vocabularies_of(train)
@@ -94,6 +100,8 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, candidate: Candidate):
         vocabularies, hidden_units=candidate.hidden_units, learning_rate=candidate.learning_rate,
         target_mean=float(train[TARGET].mean()),
     )
+    if candidate.oov_fraction > 0:
+        train = mask_for_oov(train, OPEN_FEATURES, candidate.oov_fraction, candidate.seed)
     timer = _epoch_timer()
     history = model.fit(
         to_model_inputs(train), train[TARGET].to_numpy(np.float32),
@@ -106,23 +114,26 @@ def fit(train: pd.DataFrame, validation: pd.DataFrame, candidate: Candidate):
 
 def train_candidate(
     lake: DataLake, partition: str, candidate_settings: dict[str, Any], *, tracking_uri: str,
-    run_name_prefix: str = "", tags: dict[str, str] | None = None,
+    run_name_prefix: str = "", tags: dict[str, str] | None = None, require_gpu: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate and log one candidate to MLflow. Returns its run and hold-out metrics.
 
-    A tracking server that does not answer fails this at once, before minutes of training are spent.
+    A tracking server that does not answer, or no visible GPU when `require_gpu` is on
+    (tasks.training.device.GpuUnavailable), fails this at once, before minutes of training are spent.
+    The device is recorded as the run tag `sluice.device`.
     """
+    candidate = Candidate.from_dict(candidate_settings)
     require_tracking_server(tracking_uri)
+    device = training_device(require_gpu=require_gpu)
 
     import mlflow
 
     from models.wachttijden.model import WachttijdenModel, log_pyfunc_model
 
-    candidate = Candidate.from_dict(candidate_settings)
     train, validation, test = (read_split(lake, partition, s) for s in ("train", "validation", "test"))
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(EXPERIMENT)
-    run_tags = {"partition": partition, **(tags or {})}
+    run_tags = {"partition": partition, DEVICE_TAG: device, **(tags or {})}
     with mlflow.start_run(run_name=f"{run_name_prefix}{candidate.name}", tags=run_tags) as run:
         mlflow.log_params({**asdict(candidate), "partition": partition, "train_rows": len(train)})
         model, vocabularies, history, epoch_seconds = fit(train, validation, candidate)
@@ -136,8 +147,16 @@ def train_candidate(
         mlflow.log_metrics({f"{split}_{k}": v for split, m in scores.items() for k, v in asdict(m).items()})
         mlflow.log_metric("seconds_per_epoch", float(np.mean(epoch_seconds)))
         mlflow.log_figure(training_curves(history, candidate.name), "training_curves.png")
+        # The model carries its background sample, so the server can explain its predictions.
+        background = background_sample(train, seed=candidate.seed)
+        importance = feature_importance(wrapped, validation, background, seed=candidate.seed)
+        mlflow.log_dict(importance, "feature_importance.json")
+        mlflow.log_figure(importance_figure(importance, candidate.name), "feature_importance.png")
         with tempfile.TemporaryDirectory() as work:
-            info = log_pyfunc_model(model, vocabularies, train, work_dir=Path(work))
+            info = log_pyfunc_model(
+                model, vocabularies, train, work_dir=Path(work), background=background,
+                open_features=OPEN_FEATURES if candidate.oov_fraction > 0 else (),
+            )
     return TrainResult(
         candidate.name, run.info.run_id, info.model_uri, scores["validation"], scores["test"], epoch_seconds
     ).to_dict()
