@@ -57,13 +57,14 @@ def train_model():
     @task(executor_config=train_executor_config(), retries=1)
     def train_candidate(candidate: dict, partition: str, run_id=None, dag_run=None) -> dict:
         from tasks.registry import TrackingServerUnavailable
+        from tasks.training.device import GpuUnavailable
         from tasks.training.train import train_candidate as train
 
         settings = load_settings()
-        with no_retry_on(TrackingServerUnavailable):
+        with no_retry_on(TrackingServerUnavailable, GpuUnavailable):
             return train(
                 open_lake(settings), partition, candidate, tracking_uri=settings.mlflow_tracking_uri,
-                tags={"airflow_run_id": run_id, "airflow_dag_id": dag_run.dag_id},
+                tags={"airflow_run_id": run_id, "airflow_dag_id": dag_run.dag_id}, require_gpu=settings.require_gpu,
             )
 
     @task
