@@ -26,6 +26,9 @@ class Answer:
     content_type: str = "application/json"
     error: str | None = None
     after: Callable[[], Awaitable[None]] | None = None  # run after the response is sent
+    # False when the target gave no HTTP answer at all (refused, reset, timeout): KServe's graph
+    # router fails the whole request then, whatever the step's dependency.
+    reached: bool = True
 
     @property
     def ok(self) -> bool:
@@ -80,8 +83,11 @@ class Forwarder:
             if not answer.ok:
                 answer.error = error_message(answer.body) or f"HTTP {answer.status}"
         except httpx.HTTPError as exc:
-            # No HTTP answer at all (refused, reset, timeout): the caller sees 502 Bad Gateway.
-            answer = error_answer(502, f"{target} at {url} did not answer: {type(exc).__name__} {exc}".strip())
+            # No HTTP answer at all (refused, reset, timeout): a mirror destination answers 502 Bad
+            # Gateway; a graph step turns it into KServe's 500 (graph_runner).
+            who = url if target == url else f"{target} at {url}"
+            answer = error_answer(502, f"{who} did not answer: {type(exc).__name__} {exc}".strip())
+            answer.reached = False
         self.log.write(
             forward_record(
                 request_id=ctx.request_id,

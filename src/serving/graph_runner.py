@@ -23,22 +23,59 @@ def _step_role(step: Step, ctx: CallContext) -> str | None:
     return _STEP_ROLES.get((step.name or "").lower(), ctx.client_role)
 
 
-def _map_predictions_to_instances(body: bytes) -> bytes:
-    try:
-        decoded = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return body
-    if isinstance(decoded, dict) and decoded.get("predictions"):
-        decoded["instances"] = decoded.pop("predictions")
-        return json.dumps(decoded).encode()
-    return body
+_INVALID = object()  # what _parse_json returns for a body that is not JSON (JSON null is None)
+# The body KServe's router answers when it cannot route a request (its status is 500, or 404 when
+# no Switch condition matches); clients see the same fields locally.
+ROUTING_FAILED = "Failed to process request"
+
+
+class RoutingError(Exception):
+    """Ends the whole graph request with KServe's routing error: a status and a cause."""
+
+    def __init__(self, status: int, cause: str):
+        super().__init__(cause)
+        self.status = status
+        self.cause = cause
+
+
+def routing_error_answer(exc: RoutingError) -> Answer:
+    body = {"error": ROUTING_FAILED, "cause": exc.cause}
+    return Answer(exc.status, json.dumps(body, separators=(",", ":")).encode(), error=exc.cause)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _parse_json(body: bytes) -> Any:
+    """The parsed document, or _INVALID for anything a strict JSON parser (GJSON's check) refuses."""
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        return _INVALID
+
+
+def _compact(value: Any) -> bytes:
+    # Go's encoding/json writes maps with sorted keys and no spaces; matching it keeps bodies alike.
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _map_predictions_to_instances(body: bytes) -> bytes:
+    """KServe decodes the body into a struct of just `predictions` and `instances` (keys matched
+    without regard to case) and, when predictions is a non-empty list, sends {"instances": predictions}
+    alone; a body that does not decode into that struct goes on unchanged."""
+    decoded = _parse_json(body)
+    if not isinstance(decoded, dict):
+        return body
+    predictions = None
+    for key, value in decoded.items():
+        if key.lower() in ("predictions", "instances") and not isinstance(value, list | None):
+            return body
+        if key.lower() == "predictions":
+            predictions = value
+    if not predictions:
+        return body
+    return json.dumps({"instances": predictions}, separators=(",", ":")).encode()
 
 
 class GraphRunner:
@@ -50,18 +87,28 @@ class GraphRunner:
         self.targets = targets
 
     async def run(self, graph: InferenceGraph, body: bytes, ctx: CallContext) -> Answer:
-        return await self._node(graph, ROOT, body, ctx)
+        try:
+            return await self._node(graph, ROOT, body, ctx)
+        except RoutingError as exc:
+            logger.warning("InferenceGraph %s: %s (%s)", graph.name, exc.cause, exc.status)
+            return routing_error_answer(exc)
 
     async def _step(self, graph: InferenceGraph, step: Step, body: bytes, ctx: CallContext) -> Answer:
         if step.node_name:
-            return await self._node(graph, step.node_name, body, ctx)
+            try:
+                return await self._node(graph, step.node_name, body, ctx)
+            except RoutingError as exc:
+                # KServe answers a node's own status (a Switch's 404) only at the root; a step that
+                # failed to route fails its caller with 500.
+                raise RoutingError(500, exc.cause) from None
         if step.service_name and step.service_name not in self.targets.resolve:
-            return await self.run(self.plan.graphs[step.service_name], body, ctx)  # a graph calling a graph
+            # A graph calling a graph answers like a service would: its routing errors are HTTP answers.
+            return await self.run(self.plan.graphs[step.service_name], body, ctx)
         if step.service_name:
             url = self.targets.for_step(step.service_name, ctx)
         else:
             url = self.targets.for_service_url(step.service_url)
-        return await self.forwarder.post(
+        answer = await self.forwarder.post(
             step.service_name or step.service_url,
             url,
             body,
@@ -69,6 +116,11 @@ class GraphRunner:
             _step_role(step, ctx),
             graph.service_client_timeout_s,
         )
+        if not answer.reached:
+            # KServe fails the request on a transport error even for a Soft step: only an HTTP
+            # answer with an error status counts as a step's failure that Soft lets pass.
+            raise RoutingError(500, answer.error or f"{url} did not answer")
+        return answer
 
     async def _node(self, graph: InferenceGraph, name: str, body: bytes, ctx: CallContext) -> Answer:
         node = graph.nodes[name]
@@ -76,9 +128,11 @@ class GraphRunner:
             return await self._sequence(graph, node.steps, body, ctx)
         if node.router_type == "Switch":
             document = _parse_json(body)
-            chosen = next((s for s in node.steps if s.condition.exists_in(document)), None)
+            chosen = None
+            if document is not _INVALID:  # KServe matches no condition on a body that is not JSON
+                chosen = next((s for s in node.steps if s.condition.exists_in(document)), None)
             if chosen is None:
-                return error_answer(404, f"no step of Switch node {name!r} matched the request")
+                raise RoutingError(404, "None of the routes matched with the switch condition")
             return await self._step(graph, chosen, body, ctx)
         if node.router_type == "Splitter":
             point = random.randrange(100)
@@ -87,18 +141,22 @@ class GraphRunner:
                 end += step.weight
                 if point < end:
                     return await self._step(graph, step, body, ctx)
-            return error_answer(500, f"Splitter node {name!r} picked no step")
+            raise RoutingError(500, "no route was selected by the splitter")
         return await self._ensemble(graph, node.steps, body, ctx)
 
     async def _sequence(self, graph: InferenceGraph, steps: tuple[Step, ...], body: bytes, ctx: CallContext) -> Answer:
         previous: Answer | None = None
-        for i, step in enumerate(steps):
-            request = previous.body if (step.data == "$response" and i > 0) else body
+        for step in steps:
+            request = previous.body if (step.data == "$response" and previous is not None) else body
             if step.map_predictions_to_instances:
                 request = _map_predictions_to_instances(request)
-            if step.condition is not None and previous is not None:
-                # KServe: a step whose condition does not hold on the previous response ends the sequence.
-                if not step.condition.exists_in(_parse_json(previous.body)):
+            if step.condition is not None:
+                document = _parse_json(previous.body) if previous is not None else _INVALID
+                if document is _INVALID:
+                    raise RoutingError(500, "invalid response")
+                # KServe: a step whose condition does not hold on the previous response ends the
+                # sequence with that response and 200, whatever the previous status was.
+                if not step.condition.exists_in(document):
                     return Answer(200, previous.body, previous.content_type)
             answer = await self._step(graph, step, request, ctx)
             if not answer.ok:
@@ -109,16 +167,17 @@ class GraphRunner:
         return previous
 
     async def _ensemble(self, graph: InferenceGraph, steps: tuple[Step, ...], body: bytes, ctx: CallContext) -> Answer:
+        # A step that cannot be routed (RoutingError) fails the node before any step's status is looked at.
         answers = await asyncio.gather(*(self._step(graph, step, body, ctx) for step in steps))
-        combined: dict[str, Any] = {}
-        for step, answer in zip(steps, answers, strict=True):
+        parsed = [_parse_json(answer.body) for answer in answers]
+        for step, document in zip(steps, parsed, strict=True):
+            if not isinstance(document, dict | None):
+                # KServe decodes every step's body into a JSON object (null decodes to nothing).
+                raise RoutingError(500, f"step {step.label} did not answer a JSON object")
+        for step, answer, document in zip(steps, answers, parsed, strict=True):
             if not answer.ok and step.hard:
-                return answer  # the first failed Hard step decides, as in KServe
-            parsed = _parse_json(answer.body)
-            combined[step.label] = (
-                parsed if isinstance(parsed, dict) else {"error": answer.error or "not a JSON object"}
-            )
-        return Answer(200, json.dumps(combined).encode())
+                return Answer(answer.status, _compact(document))  # the first failed Hard step decides
+        return Answer(200, _compact({step.label: document for step, document in zip(steps, parsed, strict=True)}))
 
 
 class Mirror:

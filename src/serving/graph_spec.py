@@ -193,8 +193,8 @@ def _check_node(graph: str, node: Node) -> list[str]:
         if len(node.steps) > 1 and unset:
             warnings.append(
                 f"InferenceGraph {graph!r} node {node.name!r}: steps {unset} have no dependency; like KServe, the "
-                "router then continues past their failures (Soft). Set dependency: Hard where a failure must fail "
-                "the request."
+                "router then continues past their error statuses (Soft; a step that does not answer at all still "
+                "fails the request with 500). Set dependency: Hard where an error status must fail the request."
             )
     return warnings
 

@@ -69,6 +69,9 @@ def build_app(plan: RoutingPlan, resolve: Mapping[str, str], args: argparse.Name
         body = await request.body()
         entry = plan.entry
         if isinstance(entry, VirtualService):
+            if request.method != "POST":
+                # The mirror forwards predictions only (it always POSTs); other methods stay unanswered.
+                return JSONResponse({"error": f"{request.method} is not forwarded"}, status_code=405)
             answer = await state["mirror"].handle(entry, body, ctx)
         else:
             answer = await state["graphs"].run(entry, body, ctx)
@@ -104,7 +107,11 @@ def build_app(plan: RoutingPlan, resolve: Mapping[str, str], args: argparse.Name
             Route("/v2/health/ready", ready, methods=["GET"]),
             Route("/v2/health/live", healthz, methods=["GET"]),
             Route("/stats", stats, methods=["GET"]),
-            Route("/{path:path}", infer, methods=["POST"]),
+            # KServe's router readiness path.
+            Route("/readyz", ready, methods=["GET"]),
+            # Like KServe's router, every other path and method runs the graph (the path matters only
+            # for serviceName steps and VirtualService routes here).
+            Route("/{path:path}", infer, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         ],
         lifespan=lifespan,
     )

@@ -193,3 +193,21 @@ def test_condition_subset_matches_gjson_exists(expression, document, exists):
 def test_unsupported_condition_syntax_is_rejected(expression):
     with pytest.raises(ConditionError):
         parse_condition(expression)
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        # KServe decodes into a struct of only `predictions` and `instances`: other fields are dropped.
+        (b'{"predictions": [1.5, 2], "model_name": "m"}', b'{"instances":[1.5,2]}'),
+        (b'{"Predictions": [[1, 2]], "instances": [0]}', b'{"instances":[[1,2]]}'),  # keys match in any case
+        (b'{"predictions": []}', b'{"predictions": []}'),  # nothing to move: the body goes on unchanged
+        (b'{"predictions": 5}', b'{"predictions": 5}'),  # not a list: decoding fails, body unchanged
+        (b'[{"predictions": [1]}]', b'[{"predictions": [1]}]'),
+        (b"not json", b"not json"),
+    ],
+)
+def test_map_predictions_to_instances_decodes_like_kserve(body, sent):
+    from serving.graph_runner import _map_predictions_to_instances
+
+    assert _map_predictions_to_instances(body) == sent

@@ -147,21 +147,29 @@ class TestSequence:
         assert response.status_code == 400
         assert "no 'instances'" in response.json()["error"] and "'error'" in response.json()["error"]
 
-    def test_soft_step_that_cannot_be_reached_is_skipped(self, tmp_path, resolve, direct):
-        nodes = """\
+    @pytest.mark.parametrize("dependency", ["Soft", "Hard"])
+    def test_step_that_cannot_be_reached_fails_the_request_with_500(self, tmp_path, resolve, dependency):
+        # KServe's router: Soft lets an HTTP error status pass, never a step that gives no answer.
+        nodes = f"""\
             root:
               routerType: Sequence
               steps:
               - serviceName: dead
-                dependency: Soft
+                dependency: {dependency}
               - serviceName: champion
                 data: $request
                 dependency: Hard
             """
-        with graph_router(tmp_path, nodes, resolve) as service:
-            response = post(service, V1_BODY)
-        assert response.status_code == 200
-        np.testing.assert_allclose(response.json()["predictions"], direct["champion"], atol=1e-5)
+        log = tmp_path / "router.jsonl"
+        with graph_router(tmp_path, nodes, resolve, extra=["--prediction-log", str(log)]) as service:
+            response = post(service, V1_BODY, request_id=f"unreachable-{dependency}")
+        assert response.status_code == 500
+        body = response.json()
+        assert body["error"] == "Failed to process request" and "did not answer" in body["cause"]
+        assert body["cause"].startswith("dead at http://127.0.0.1:")
+        # The router logs each call before it answers: the sequence stopped at the dead step.
+        calls = [r for r in read_records(log) if r["request_id"] == f"unreachable-{dependency}"]
+        assert [r["target"] for r in calls] == ["dead"]
 
     def test_hard_failure_stops_the_sequence_with_its_status(self, tmp_path, resolve, servers):
         nodes = """\
@@ -181,19 +189,6 @@ class TestSequence:
         (only,) = wait_for_request(servers["champion"].prediction_log, "seq-hard-1")
         assert only["status"] == "error"
 
-    def test_hard_step_that_cannot_be_reached_answers_502(self, tmp_path, resolve):
-        nodes = """\
-            root:
-              routerType: Sequence
-              steps:
-              - serviceName: dead
-                dependency: Hard
-            """
-        with graph_router(tmp_path, nodes, resolve) as service:
-            response = post(service, V1_BODY)
-        assert response.status_code == 502
-        assert "did not answer" in response.json()["error"]
-
 
 class TestOtherNodes:
     def test_switch_picks_the_first_matching_condition(self, tmp_path, resolve, direct):
@@ -210,7 +205,11 @@ class TestOtherNodes:
             matched = post(service, V1_BODY)
             unmatched = post(service, {"instances": [ROWS[1]]})
         np.testing.assert_allclose(matched.json()["predictions"], direct["challenger"], atol=1e-5)
-        assert unmatched.status_code == 404 and "no step of Switch node 'root'" in unmatched.json()["error"]
+        assert unmatched.status_code == 404
+        assert unmatched.json() == {
+            "error": "Failed to process request",
+            "cause": "None of the routes matched with the switch condition",
+        }
 
     def test_ensemble_returns_each_step_keyed_by_name(self, tmp_path, resolve, direct):
         nodes = """\
