@@ -62,7 +62,8 @@ def record_prepared(lake: DataLake, validated: dict, partition: str, run_id: str
 
 
 def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
-    """Validate the raw file; the report goes to `intermediate` either way, and a failure raises.
+    """Validate the raw file; the report goes to `intermediate` either way, and a failure raises
+    (after recording the content as rejected in the ledger).
 
     The parsed columns of a file that passes are kept in `intermediate` as well, so `clean` works
     on exactly what was validated (and does not parse the CSV a second time).
@@ -82,6 +83,11 @@ def validate_raw(lake: DataLake, raw_file: str, partition: str) -> dict:
         "intermediate", partition_path(partition, "validation.txt"), report.to_text().encode(), overwrite=True
     )
     if not report.ok:
+        # So that runs looking for new files pass this content by instead of failing on it again.
+        ledger.record_rejected(
+            lake, DATASET, ledger.content_digest(data), raw_file=raw_file, partition=partition,
+            reason=f"validation failed: {'; '.join(report.errors)} (report: intermediate/{DATASET}/{partition}/)",
+        )
         raise DataValidationError(report)
     lake.write_bytes("intermediate", partition_path(partition, "validated.parquet"), to_parquet(frame), overwrite=True)
     return {

@@ -107,6 +107,30 @@ def test_list_is_sorted_filtered_by_prefix_and_per_container(datalake: DataLake)
     assert datalake.list("preprocessed") == []
 
 
+def test_list_info_gives_size_time_and_an_etag_that_changes_on_rewrite(datalake: DataLake) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(minutes=5)  # generous: the emulators' clocks are this host's
+    for path in ["wachttijden/2026/01/02/wachttijden.csv", "wachttijden/2026/01/01/wachttijden.csv",
+                 "wachttijden/wachttijden.csv", "other/x.csv"]:
+        datalake.write_bytes("raw", path, path.encode())
+
+    infos = datalake.list_info("raw", "wachttijden/")
+
+    assert [i.path for i in infos] == datalake.list("raw", "wachttijden/") == [
+        "wachttijden/2026/01/01/wachttijden.csv", "wachttijden/2026/01/02/wachttijden.csv",
+        "wachttijden/wachttijden.csv",
+    ]
+    assert [i.size for i in infos] == [len(i.path) for i in infos]
+    assert all(before < i.modified < datetime.now(UTC) + timedelta(minutes=5) for i in infos)
+    first = infos[0]
+    datalake.write_bytes("raw", first.path, b"x" * first.size, overwrite=True)  # same size, same second
+    (again,) = datalake.list_info("raw", first.path)
+    assert again.size == first.size and again.etag != first.etag
+    assert datalake.list_info("raw", "nothing/") == []
+    assert datalake.list_info("preprocessed") == []  # a container never written to
+
+
 def test_exists_only_for_whole_object_paths(datalake: DataLake) -> None:
     assert not datalake.exists("raw", "a/b.csv")
     datalake.write_bytes("raw", "a/b.csv", b"1")

@@ -26,3 +26,21 @@ class TestLedger:
         ledger.record(datalake, "wachttijden", first, raw_file="w.csv", partition="run=a", run_id="a")
         assert first != second
         assert ledger.processed(datalake, "wachttijden", second) is None
+
+
+class TestRejectedContent:
+    def test_a_refusal_is_recorded_once_with_its_reason_and_kept_apart_from_prepared_content(self, datalake):
+        refused, prepared = ledger.content_digest(b"a,b\n1,2\n"), ledger.content_digest(b"a;b\n1;2\n")
+        ledger.record(datalake, "wachttijden", prepared, raw_file="ok.csv", partition="run=a", run_id="a")
+        first = ledger.record_rejected(datalake, "wachttijden", refused, raw_file="bad.csv", partition="run=b",
+                                       reason="wrong separator")
+        again = ledger.record_rejected(datalake, "wachttijden", refused, raw_file="bad-copy.csv", partition="run=c",
+                                       reason="something else")
+        assert first["reason"] == again["reason"] == "wrong separator" and again["partition"] == "run=b"
+        assert ledger.processed(datalake, "wachttijden", refused) is None  # refused is not prepared
+        assert ledger.known_digests(datalake, "wachttijden") == ({prepared}, {refused})
+
+    def test_known_digests_of_an_empty_ledger_and_of_another_dataset(self, datalake):
+        ledger.record(datalake, "other", ledger.content_digest(b"x"), raw_file="x.csv", partition="run=x",
+                      run_id="x")
+        assert ledger.known_digests(datalake, "wachttijden") == (set(), set())

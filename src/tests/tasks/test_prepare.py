@@ -5,6 +5,7 @@ import json
 import pytest
 
 from models.wachttijden.schema import FEATURES, TARGET
+from tasks.data import ledger
 from tasks.data.datalake import open_datalake
 from tasks.data.prepare import (
     SUCCESS_MARKER,
@@ -89,6 +90,11 @@ def test_a_corrupt_raw_file_fails_with_the_report_and_leaves_preprocessed_untouc
     with pytest.raises(DataValidationError, match="validate first"):
         clean_validated(lake, "run=bad")  # even if someone skipped validation
     assert not lake.exists("intermediate", "wachttijden/run=bad/clean.parquet")
+    # The refused content is in the ledger, so runs looking for new files pass it by.
+    digest = ledger.content_digest(lake.read_bytes("raw", RAW))
+    assert digest in ledger.known_digests(lake, "wachttijden")[1]
+    entry = json.loads(lake.read_bytes("intermediate", ledger.rejected_path("wachttijden", digest)))
+    assert message in entry["reason"] and entry["partition"] == "run=bad"
 
 
 class TestLedgerOfPreparedContent:

@@ -7,7 +7,14 @@ import urllib.parse
 import urllib.request
 
 from tasks.data.datalake.azure import AZURE_CONNECTION_STRING_ENV, AzureBlobDataLake, open_azure
-from tasks.data.datalake.base import CONTAINERS, DataLake, DataLakeError, ObjectExistsError, ObjectNotFoundError
+from tasks.data.datalake.base import (
+    CONTAINERS,
+    DataLake,
+    DataLakeError,
+    ObjectExistsError,
+    ObjectInfo,
+    ObjectNotFoundError,
+)
 from tasks.data.datalake.local import LocalDataLake
 from tasks.data.datalake.s3 import S3DataLake
 
@@ -20,6 +27,7 @@ __all__ = [
     "DataLakeError",
     "LocalDataLake",
     "ObjectExistsError",
+    "ObjectInfo",
     "ObjectNotFoundError",
     "S3DataLake",
     "open_datalake",

@@ -100,6 +100,19 @@ class AzureBlobDataLake(lake.DataLake):
         except lake.ObjectNotFoundError:
             return []  # the container is created on first write; until then it is empty
 
+    def list_info(self, container: str, prefix: str = "") -> list[lake.ObjectInfo]:
+        lake.check_prefix(container, prefix)
+        client = self.service.get_container_client(container)
+        try:
+            with self._errors(container, prefix):
+                found = [
+                    lake.ObjectInfo(blob.name, blob.size, blob.last_modified, blob.etag)
+                    for blob in client.list_blobs(name_starts_with=prefix or None)
+                ]
+        except lake.ObjectNotFoundError:
+            return []
+        return sorted(found, key=lambda info: info.path)
+
     def delete(self, container: str, path: str) -> None:
         blob = self._blob(container, path)
         with self._errors(container, path):

@@ -7,6 +7,8 @@ import os
 import pathlib
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO
 
 CONTAINERS: tuple[str, ...] = ("raw", "intermediate", "preprocessed")
@@ -14,6 +16,18 @@ CONTAINERS: tuple[str, ...] = ("raw", "intermediate", "preprocessed")
 # Temporary files of in-flight local writes start with this; list() skips them and object
 # paths may not use it, so a half-written file can never be mistaken for an object.
 TMP_PREFIX = ".sluice-tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object as a listing shows it, without reading it."""
+
+    path: str  # relative to the container
+    size: int
+    modified: datetime  # time zone aware (UTC)
+    # Changes whenever the object is written, even with the same size within the same second:
+    # the store's ETag on Azure and S3, inode + mtime in nanoseconds + size on a local folder.
+    etag: str
 
 
 class DataLakeError(Exception):
@@ -113,6 +127,10 @@ class DataLake(abc.ABC):
     @abc.abstractmethod
     def list(self, container: str, prefix: str = "") -> list[str]:
         """Sorted paths (relative to the container) of the objects whose path starts with `prefix`."""
+
+    @abc.abstractmethod
+    def list_info(self, container: str, prefix: str = "") -> list[ObjectInfo]:
+        """Like list(), with each object's size, modification time and ETag, from the listing alone."""
 
     @abc.abstractmethod
     def delete(self, container: str, path: str) -> None:

@@ -7,12 +7,14 @@ import os
 import pathlib
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from tasks.data.datalake.base import (
     TMP_PREFIX,
     DataLake,
     DataLakeError,
+    ObjectInfo,
     check_object,
     check_prefix,
     write_atomically,
@@ -81,12 +83,12 @@ class LocalDataLake(DataLake):
     def exists(self, container: str, path: str) -> bool:
         return self._file(container, path).is_file()
 
-    def list(self, container: str, prefix: str = "") -> list[str]:
+    def _objects(self, container: str, prefix: str) -> Iterator[tuple[str, pathlib.Path]]:
+        """(object path, file) of every object under `prefix`, in no particular order."""
         check_prefix(container, prefix)
         container_dir = self.root / container
         # walk only below the deepest folder the prefix names, not the whole container
         start = container_dir.joinpath(*prefix.split("/")[:-1])
-        found = []
         for folder, _dirs, files in os.walk(start):
             relative = pathlib.Path(folder).relative_to(container_dir).as_posix()
             for name in files:
@@ -94,8 +96,23 @@ class LocalDataLake(DataLake):
                     continue
                 object_path = name if relative == "." else f"{relative}/{name}"
                 if object_path.startswith(prefix):
-                    found.append(object_path)
-        return sorted(found)
+                    yield object_path, pathlib.Path(folder, name)
+
+    def list(self, container: str, prefix: str = "") -> list[str]:
+        return sorted(path for path, _ in self._objects(container, prefix))
+
+    def list_info(self, container: str, prefix: str = "") -> list[ObjectInfo]:
+        found = []
+        for path, file in self._objects(container, prefix):
+            try:
+                stat = file.stat()
+            except FileNotFoundError:
+                continue  # deleted since the walk saw it
+            modified = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
+            # Every write through this class publishes a new inode (rename or link of a temp file).
+            etag = f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+            found.append(ObjectInfo(path, stat.st_size, modified, etag))
+        return sorted(found, key=lambda info: info.path)
 
     def delete(self, container: str, path: str) -> None:
         file = self._file(container, path)

@@ -92,14 +92,20 @@ class S3DataLake(lake.DataLake):
         return True
 
     def list(self, container: str, prefix: str = "") -> list[str]:
+        return [info.path for info in self.list_info(container, prefix)]
+
+    def list_info(self, container: str, prefix: str = "") -> list[lake.ObjectInfo]:
         lake.check_prefix(container, prefix)
         base = self._container_prefix(container)
         paginator = self.client.get_paginator("list_objects_v2")
         found = []
         with self._errors(container, prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
-                found.extend(item["Key"][len(base) :] for item in page.get("Contents", []))
-        return sorted(found)
+                found.extend(
+                    lake.ObjectInfo(item["Key"][len(base) :], item["Size"], item["LastModified"], item["ETag"])
+                    for item in page.get("Contents", [])
+                )
+        return sorted(found, key=lambda info: info.path)
 
     def delete(self, container: str, path: str) -> None:
         key = self._key(container, path)
