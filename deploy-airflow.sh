@@ -52,6 +52,10 @@ apply_secret sluice-airflow-api-secret-key airflow api-secret-key=AIRFLOW_API_SE
 apply_secret sluice-airflow-jwt-secret airflow jwt-secret=AIRFLOW_JWT_SECRET
 apply_secret sluice-airflow-admin airflow password=AIRFLOW_ADMIN_PASSWORD
 apply_secret sluice-airflow-connections airflow AIRFLOW_CONN_WASB_DATALAKE=AIRFLOW_CONN_WASB_DATALAKE
+# Optional: the alert mails' SMTP server (connection smtp_default); the pods read this Secret if it exists.
+if [ -n "${AIRFLOW_CONN_SMTP_DEFAULT:-}" ]; then
+  apply_secret sluice-airflow-smtp airflow AIRFLOW_CONN_SMTP_DEFAULT=AIRFLOW_CONN_SMTP_DEFAULT
+fi
 if [ "$SLUICE_ENV" = dev ]; then
   apply_secret sluice-airflow-postgresql airflow postgres-password=AIRFLOW_DB_PASSWORD
   # shellcheck disable=SC2034 # read indirectly by apply_secret

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from pipelines._alerts import notify_failure
+
 # src/ is the DAG folder; the project root (for local-mode relative paths) is its parent.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,6 +16,8 @@ DEFAULT_ARGS = {
     "owner": "sluice",
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
+    # A mail to the alert_emails Variable when a task has failed for good (pipelines/_alerts.py).
+    "on_failure_callback": notify_failure,
 }
 
 

@@ -45,6 +45,9 @@ class Settings:
     # Fail a training task at once when TensorFlow sees no GPU, instead of training on CPU for hours
     # (a pod that missed the GPU node pool, an image without CUDA). Off where there is no GPU.
     require_gpu: bool = False
+    # Who gets the alert mails (task failures, gate decisions, drift warnings): addresses separated by
+    # commas, semicolons or spaces, sent through the Airflow connection smtp_default. Empty: no mail.
+    alert_emails: str = ""
 
     @classmethod
     def load(cls, lookup: Lookup) -> Settings:
