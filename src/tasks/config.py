@@ -20,7 +20,20 @@ class Settings:
     # Data lake: a folder path/file:// URL, azure://<account>, s3://<bucket>[/<prefix>], or
     # wasb://<airflow_conn_id> (resolved by the DAG layer to an Azure connection string).
     datalake_url: str = ".local/datalake"
-    raw_file: str = "wachttijden/wachttijden.csv"
+    # prepare_dataset runs without a raw_file param prepare the oldest file under raw/<raw_prefix> whose
+    # content the ledger does not know (date partitions raw/wachttijden/YYYY/MM/DD/*.csv, or the single
+    # raw/wachttijden/wachttijden.csv). raw_file pins them to one file instead; empty: look under the prefix.
+    raw_prefix: str = "wachttijden/"
+    raw_file: str = ""
+    # Drift of new data against the champion's training data, checked by prepare_dataset's validate:
+    # "warn" records it (champion version tag, MLflow, the task's result) and goes on, "fail" stops the
+    # run with the report, "off" skips the check. A feature drifts when its PSI is above
+    # drift_psi_threshold; the target when its two-sample KS statistic is above drift_ks_threshold
+    # and the test's p-value below drift_ks_alpha.
+    drift_mode: str = "warn"
+    drift_psi_threshold: float = 0.2
+    drift_ks_threshold: float = 0.1
+    drift_ks_alpha: float = 0.05
     model_name: str = "wachttijden"
     # "local": deploy tasks start processes on this machine; "kubernetes": apply KServe objects.
     deploy_target: str = "local"

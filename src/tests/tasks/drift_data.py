@@ -40,3 +40,19 @@ def shifted(frame: pd.DataFrame, seed: int, *, weeks: int = 6, treatment_share: 
     # A marker column value so two shifted files from the same seed never share content by accident.
     out["OPMERKING"] = uuid.uuid4().hex[:8]
     return out
+
+
+def register_champion(client, *, tag_partition: str | None, param_partition: str | None = None, name: str = "") -> str:
+    """A model version with the champion alias (its model is a placeholder: the check never loads it)."""
+    name = name or f"drift-test-{uuid.uuid4().hex[:8]}"
+    experiment = client.create_experiment(f"{name}-training")
+    run_id = client.create_run(experiment).info.run_id
+    if param_partition:
+        client.log_param(run_id, "partition", param_partition)
+    client.log_text(run_id, "placeholder", "model/MLmodel")
+    client.set_terminated(run_id)
+    client.create_registered_model(name)
+    tags = {"sluice.data.partition": tag_partition} if tag_partition else {}
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
+    client.set_registered_model_alias(name, "champion", version.version)
+    return name

@@ -14,7 +14,7 @@ from tasks.data.datalake import open_datalake
 from tasks.data.drift import Thresholds
 from tasks.data.drift_check import PARTITION_TAG, DriftConfig, DriftDetected, check_drift, drift_tag
 from tasks.data.prepare import clean_validated, split_clean, validate_raw
-from tests.tasks.drift_data import base_frame, resampled, shifted, to_csv_bytes
+from tests.tasks.drift_data import base_frame, register_champion, resampled, shifted, to_csv_bytes
 
 REFERENCE = "run=reference"
 
@@ -37,22 +37,6 @@ def registry(mlflow_server, mlflow_client_env):
     return MlflowClient(mlflow_server)
 
 
-def register_champion(client, *, tag_partition: str | None = REFERENCE, param_partition: str | None = None) -> str:
-    """A model version with the champion alias (its model is a placeholder: the check never loads it)."""
-    name = f"drift-test-{uuid.uuid4().hex[:8]}"
-    experiment = client.create_experiment(f"{name}-training")
-    run_id = client.create_run(experiment).info.run_id
-    if param_partition:
-        client.log_param(run_id, "partition", param_partition)
-    client.log_text(run_id, "placeholder", "model/MLmodel")
-    client.set_terminated(run_id)
-    client.create_registered_model(name)
-    tags = {PARTITION_TAG: tag_partition} if tag_partition else {}
-    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags)
-    client.set_registered_model_alias(name, "champion", version.version)
-    return name
-
-
 def new_file(lake, frame, partition: str, day: str = "02") -> dict:
     raw_file = f"wachttijden/2026/11/{day}/wachttijden.csv"
     lake.write_bytes("raw", raw_file, to_csv_bytes(frame), overwrite=True)
@@ -68,7 +52,7 @@ def report_in(lake, partition: str) -> dict:
 
 
 def test_an_unshifted_file_is_ok_and_tags_nothing(lake, registry, mlflow_server):
-    name = register_champion(registry)
+    name = register_champion(registry, tag_partition=REFERENCE)
     validated = new_file(lake, resampled(base_frame(), seed=11), "run=same")
 
     result = check_drift(lake, validated, "run=same", config(name, mlflow_server))
@@ -86,7 +70,7 @@ def test_an_unshifted_file_is_ok_and_tags_nothing(lake, registry, mlflow_server)
 def test_a_shifted_file_warns_records_on_the_champion_and_logs_the_report_to_mlflow(
     lake, registry, mlflow_server, tmp_path
 ):
-    name = register_champion(registry)
+    name = register_champion(registry, tag_partition=REFERENCE)
     validated = new_file(lake, shifted(base_frame(), seed=12), "run=shifted")
 
     result = check_drift(lake, validated, "run=shifted", config(name, mlflow_server))
@@ -110,7 +94,7 @@ def test_a_shifted_file_warns_records_on_the_champion_and_logs_the_report_to_mlf
 def test_fail_mode_stops_with_the_feature_and_its_psi_and_the_partition_keeps_the_report(
     lake, registry, mlflow_server
 ):
-    name = register_champion(registry)
+    name = register_champion(registry, tag_partition=REFERENCE)
     validated = new_file(lake, shifted(base_frame(), seed=13), "run=stopped")
 
     with pytest.raises(DriftDetected, match=r"TYPE_WACHTTIJD: PSI \d+\.\d{3} > 0\.2") as stopped:
