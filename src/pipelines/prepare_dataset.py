@@ -111,7 +111,10 @@ def prepare_dataset():
         lake = open_lake(load_settings())
         summary = split_clean(lake, partition_for(run_id))
         record_prepared(lake, validated, summary["partition"], run_id)
-        outlet_events[PREPROCESSED_WACHTTIJDEN].extra = {"partition": summary["partition"]}
+        # train_model trains on the partition and tags the model with the raw content it came from.
+        outlet_events[PREPROCESSED_WACHTTIJDEN].extra = {
+            "partition": summary["partition"], "raw_file": validated["raw_file"], "raw_sha256": validated["sha256"],
+        }
         return summary
 
     validated = validate(check_new(wait_for_raw_file()))

@@ -127,6 +127,7 @@ def test_the_first_file_under_a_date_partition_is_prepared_without_a_drift_check
 
 
 def test_a_second_file_with_shifted_data_is_picked_up_checked_for_drift_and_starts_training(runs, platform):
+    from tasks.data import ledger
     from tasks.data.drift_check import drift_tag
     from tasks.data.prepare import complete_partitions, partition_for
 
@@ -135,7 +136,8 @@ def test_a_second_file_with_shifted_data_is_picked_up_checked_for_drift_and_star
     assert run.state == "success" and states(run)["split"] == "success"
     assert run.get_task_instance("wait_for_raw_file").xcom_pull(task_ids="wait_for_raw_file") == DAY.format(2)
     assert complete_partitions(platform["lake"]) == sorted([partition_for(runs["first"].run_id), partition])
-    assert dataset_events(run) == [{"partition": partition}]
+    shifted_sha = ledger.content_digest(platform["lake"].read_bytes("raw", DAY.format(2)))
+    assert dataset_events(run) == [{"partition": partition, "raw_file": DAY.format(2), "raw_sha256": shifted_sha}]
     drift = run.get_task_instance("validate").xcom_pull(task_ids="validate")["drift"]
     assert drift["status"] == "warn" and drift["drifted"][0].startswith("TYPE_WACHTTIJD: PSI ")
     assert drift["reference"]["partition"] == partition_for(runs["first"].run_id)
