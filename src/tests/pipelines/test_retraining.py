@@ -166,6 +166,38 @@ def test_a_raw_file_named_explicitly_still_goes_through_the_ledger_check(runs):
     assert dataset_events(run) == []
 
 
+def test_a_run_keeps_looking_in_reschedule_mode_and_takes_a_file_that_lands_meanwhile(runs, platform):
+    """The sensor looks, hands its worker slot back (up_for_reschedule), and looks again a poke later."""
+    import threading
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    from tests.support.processes import wait_until
+    from tests.tasks.drift_data import resampled
+
+    def rescheduled() -> bool:
+        with create_session() as session:
+            return session.scalar(select(TaskInstance.run_id).where(
+                TaskInstance.dag_id == "prepare_dataset", TaskInstance.task_id == "wait_for_raw_file",
+                TaskInstance.state == TaskInstanceState.UP_FOR_RESCHEDULE)) is not None
+
+    def drop_file_once_the_sensor_waits() -> None:
+        wait_until(rescheduled, timeout=300, what="the sensor to hand back its slot")
+        platform["lake"].write_bytes("raw", DAY.format(5), to_csv_bytes(resampled(base_frame(), seed=23)))
+
+    dropper = threading.Thread(target=drop_file_once_the_sensor_waits)
+    dropper.start()
+    run = load_dag().test(run_conf={"watch_minutes": 5})
+    dropper.join()
+
+    assert run.state == "success" and states(run)["split"] == "success"
+    assert run.get_task_instance("wait_for_raw_file").xcom_pull(task_ids="wait_for_raw_file") == DAY.format(5)
+    assert run.get_task_instance("validate").xcom_pull(task_ids="validate")["drift"]["status"] == "ok"
+
+
 def test_fail_mode_stops_the_run_with_the_reason_and_later_runs_pass_the_file_by(runs, platform, monkeypatch):
     from tasks.data.prepare import partition_for
 
