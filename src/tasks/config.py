@@ -53,8 +53,14 @@ class Settings:
     local_router_port: int = 8082
     # Training hyper-parameters (JSON object), e.g. {"epochs": 10, "batch_size": 256}.
     train_config: dict = field(default_factory=dict)
-    # Challenger must beat champion by this relative margin on hold-out MAE to be promoted.
+    # The evaluation gate (train_model's evaluate task) scores challenger and champion on the new
+    # partition's test split. The challenger is promoted only when its MAE is below the champion's by
+    # this relative margin (0.01: at least 1 % lower)...
     promotion_margin: float = 0.01
+    # ... and on no slice (each value of TYPE_WACHTTIJD and of ROAZ_REGIO with at least
+    # promotion_min_slice_rows test rows) its MAE is above the champion's by more than this relative share.
+    promotion_slice_tolerance: float = 0.05
+    promotion_min_slice_rows: int = 200
     # Fail a training task at once when TensorFlow sees no GPU, instead of training on CPU for hours
     # (a pod that missed the GPU node pool, an image without CUDA). Off where there is no GPU.
     require_gpu: bool = False
