@@ -138,3 +138,62 @@ def pin_model_uri(model_uri: str) -> tuple[str, str]:
     if version_file.is_file():
         return model_uri, version_file.read_text(encoding="utf-8").strip() or "local"
     return model_uri, "local"
+
+
+# The aliases of the model lifecycle: training sets `challenger`, only a promotion (the evaluation
+# gate, or a person through the promote_model DAG) moves `champion`, and the champion it replaces
+# keeps `previous-champion`, so a rollback is one alias move.
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+class StaleChampion(RuntimeError):
+    """The champion moved after the promotion was decided: decide again against the new one."""
+
+
+def alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The version number behind `alias`, or None when the model or the alias does not exist.
+
+    Any other error (the server down, refused access) raises: "no champion" must never be
+    concluded from a request that failed, since the gate promotes without comparing then.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        missing_model = exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+        missing_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc)
+        if missing_model or missing_alias:
+            return None
+        raise
+
+
+_UNCHECKED = object()
+
+
+def move_champion(client: Any, name: str, version: str, *, expected_champion: Any = _UNCHECKED) -> dict[str, Any]:
+    """`champion` -> `version`; the champion it replaces gets `previous-champion`.
+
+    `expected_champion` (a version or None for "no champion") is what the decision was made
+    against: when the champion is neither that nor `version` any more, StaleChampion. Repeating
+    a move that is done changes nothing, so a retried task is safe.
+    Returns {"champion", "previous_champion", "moved"}.
+    """
+    version = str(version)
+    client.get_model_version(name, version)  # a version that does not exist fails here, before any move
+    current = alias_version(client, name, CHAMPION)
+    if current == version:
+        return {"champion": version, "previous_champion": alias_version(client, name, PREVIOUS_CHAMPION),
+                "moved": False}
+    expected = None if expected_champion in (None, _UNCHECKED) else str(expected_champion)
+    if expected_champion is not _UNCHECKED and current != expected:
+        raise StaleChampion(
+            f"the {CHAMPION} of {name} is version {current}, not {expected_champion} as when the promotion of "
+            f"version {version} was decided; evaluate again"
+        )
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return {"champion": version, "previous_champion": current, "moved": True}

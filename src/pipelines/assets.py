@@ -1,4 +1,4 @@
-"""Assets shared between DAGs: prepare_dataset produces them, train_model is scheduled on them."""
+"""Assets shared between DAGs: one DAG produces an asset, the DAGs scheduled on it run after each event."""
 
 from airflow.sdk import Asset
 
@@ -6,3 +6,8 @@ from airflow.sdk import Asset
 # Name only: an Asset with a URI scheme makes Airflow load every provider's URI handlers at
 # parse time (the amazon one imports boto3, ~1 s).
 PREPROCESSED_WACHTTIJDEN = Asset(name="wachttijden_preprocessed")
+
+# A new champion: emitted by train_model's promote task (the evaluation gate said promote) and by
+# promote_model (a manual promotion or a rollback); deploy_model is scheduled on it, so the new
+# champion is served without a person. The extra: model_name, version, previous_version, reason.
+CHAMPION_WACHTTIJDEN = Asset(name="wachttijden_champion")

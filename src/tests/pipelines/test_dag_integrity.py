@@ -29,6 +29,10 @@ print(json.dumps({
     "errors": bag.import_errors, "seconds": seconds, "heavy": heavy,
     "dags": {d.dag_id: {t.task_id: {"retries": t.retries, "upstream": sorted(t.upstream_task_ids)}
                         for t in d.tasks} for d in bag.dags.values()},
+    "assets": {d.dag_id: {
+        "schedule": sorted(a.name for a in getattr(getattr(d.timetable, "asset_condition", None), "objects", ())),
+        "outlets": {t.task_id: sorted(o.name for o in t.outlets) for t in d.tasks if t.outlets},
+    } for d in bag.dags.values()},
 }))
 """
 
@@ -59,11 +63,30 @@ def test_prepare_dataset_wires_sensor_check_validate_clean_split(parsed):
     assert sorted(tasks["split"]["upstream"]) == ["clean", "validate"]
 
 
-def test_train_model_trains_candidates_then_registers_the_best(parsed):
+def test_train_model_trains_candidates_registers_the_best_then_evaluates_and_promotes(parsed):
     tasks = parsed["dags"]["train_model"]
-    assert set(tasks) == {"choose_partition", "plan_candidates", "train_candidate", "register_best"}
-    assert tasks["train_candidate"]["upstream"] == ["choose_partition", "plan_candidates"]
-    assert tasks["register_best"]["upstream"] == ["train_candidate"]
+    assert set(tasks) == {"choose_partition", "collect_lineage", "plan_candidates", "train_candidate",
+                          "register_best", "evaluate", "promote"}
+    assert tasks["collect_lineage"]["upstream"] == ["choose_partition"]
+    assert tasks["train_candidate"]["upstream"] == ["choose_partition", "collect_lineage", "plan_candidates"]
+    assert tasks["register_best"]["upstream"] == ["collect_lineage", "train_candidate"]
+    assert tasks["evaluate"]["upstream"] == ["choose_partition", "register_best"]
+    assert tasks["promote"]["upstream"] == ["evaluate"]
+
+
+def test_promote_model_chooses_then_promotes(parsed):
+    tasks = parsed["dags"]["promote_model"]
+    assert set(tasks) == {"choose", "promote"}
+    assert tasks["promote"]["upstream"] == ["choose"]
+
+
+def test_a_new_champion_is_what_schedules_deploy_model(parsed):
+    # Both DAGs that move the champion announce it; deploy_model runs on that announcement.
+    assets = parsed["assets"]
+    assert assets["deploy_model"]["schedule"] == ["wachttijden_champion"]
+    assert assets["train_model"]["outlets"] == {"promote": ["wachttijden_champion"]}
+    assert assets["promote_model"]["outlets"] == {"promote": ["wachttijden_champion"]}
+    assert assets["train_model"]["schedule"] == ["wachttijden_preprocessed"]
 
 
 def test_every_task_retries(parsed):
