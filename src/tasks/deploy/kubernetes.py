@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ def custom_objects_api() -> CustomObjectsApi:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # KUBECONFIG as it is now: the client's own default is the value when kubernetes was first imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.CustomObjectsApi()
 
 
@@ -126,6 +128,24 @@ def apply_all(manifests: Iterable[Mapping[str, Any]], *, api: CustomObjectsApi) 
     return [apply(m, api=api) for m in manifests]
 
 
+_HINTS = {
+    404: "the API server does not know this kind or namespace: is the CRD installed (KServe/Istio) and does the "
+    "namespace exist?",
+    409: "another field manager owns these fields and the apply did not take them over (see FORCE_CONFLICTS)",
+    422: "the object is invalid for this cluster's CRD schema",
+    401: "not authenticated to the cluster",
+    403: "the service account may not patch this resource (check its RBAC Role)",
+}
+# Hints by what the API server says rather than its status code: it answers an apply whose fields the
+# CRD does not declare (or of the wrong type) with 500, and a webhook's refusal with the webhook's code
+# (KServe's validators: 403, which is not RBAC).
+_MESSAGE_HINTS = {
+    "failed to create typed patch object": "the manifest does not fit the CRD installed in this cluster (a field "
+    "it does not declare, or a value of the wrong type): compare the builder with the installed KServe/Istio CRDs",
+    "admission webhook": "an admission webhook refused the object; its message says why",
+}
+
+
 def _describe_api_error(exc: Any, manifest: Mapping[str, Any]) -> str:
     meta = manifest["metadata"]
     what = f"{manifest.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
@@ -138,15 +158,7 @@ def _describe_api_error(exc: Any, manifest: Mapping[str, Any]) -> str:
         f"{c.get('field', '?')}: {c.get('message', c.get('reason', ''))}"
         for c in (status.get("details") or {}).get("causes", [])
     ]
-    hint = {
-        404: "the API server does not know this kind or namespace: is the CRD installed "
-        "(KServe/Istio) and does the namespace exist?",
-        409: "another field manager owns these fields and the apply did not take them over "
-        "(see FORCE_CONFLICTS)",
-        422: "the object is invalid for this cluster's CRD schema or admission webhook",
-        401: "not authenticated to the cluster",
-        403: "the service account may not patch this resource (check its RBAC Role)",
-    }.get(exc.status, "")
+    hint = next((h for text, h in _MESSAGE_HINTS.items() if text in message), _HINTS.get(exc.status, ""))
     text = f"apply {what} failed: HTTP {exc.status} {status.get('reason') or exc.reason}: {message}"
     if causes:
         text += "\n  causes:\n    " + "\n    ".join(causes)
@@ -208,15 +220,8 @@ def _terminal_failure(obj: Mapping[str, Any]) -> str | None:
 
 
 def wait_ready(
-    kind: str,
-    name: str,
-    namespace: str,
-    timeout: float = 600,
-    *,
-    api: CustomObjectsApi,
-    poll_interval: float = 5.0,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    kind: str, name: str, namespace: str, timeout: float = 600, *, api: CustomObjectsApi, poll_interval: float = 5.0,
+    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll until the object's Ready condition is True; return the object.
 
@@ -246,9 +251,16 @@ def wait_ready(
 
 
 def status_url(obj: Mapping[str, Any]) -> str:
-    """The in-cluster URL of a Ready InferenceService (status.address.url) or graph (status.url)."""
-    status = obj.get("status") or {}
-    url = (status.get("address") or {}).get("url") or status.get("url")
+    """The in-cluster URL of a Ready InferenceService (status.address.url) or InferenceGraph.
+
+    KServe (0.20, Standard mode) gives a graph only status.url, its external host <graph>-<namespace>.<domain>,
+    which no Ingress routes and a pod cannot resolve; its router answers on the Service named after the graph.
+    """
+    status, meta = obj.get("status") or {}, obj.get("metadata") or {}
+    url = (status.get("address") or {}).get("url")
+    if not url and obj.get("kind") == "InferenceGraph" and status.get("url"):
+        url = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    url = url or status.get("url")
     if not url:
         raise RuntimeError(f"{obj.get('kind')} {obj['metadata']['name']} is Ready but has no URL in status")
     return url.rstrip("/")
@@ -349,11 +361,7 @@ def serve_model(settings: Settings, champion: ResolvedVersion, *, api: CustomObj
 
 
 def serve_mirroring(
-    settings: Settings,
-    champion: ResolvedVersion,
-    challenger: ResolvedVersion,
-    mirror_percent: float,
-    *,
+    settings: Settings, champion: ResolvedVersion, challenger: ResolvedVersion, mirror_percent: float, *,
     api: CustomObjectsApi | None = None,
 ) -> Deployment:
     """Apply the runtime and both InferenceServices; the wait step applies the mirroring objects after them."""
@@ -380,12 +388,8 @@ def serve_mirroring(
 
 
 def wait(
-    settings: Settings,
-    deployment: Deployment,
-    *,
-    api: CustomObjectsApi | None = None,
-    timeout: float = READY_TIMEOUT_S,
-    poll_interval: float = 5.0,
+    settings: Settings, deployment: Deployment, *, api: CustomObjectsApi | None = None,
+    timeout: float = READY_TIMEOUT_S, poll_interval: float = 5.0,
 ) -> Deployment:
     """Finish the apply order (see wait_and_route) and add the in-cluster URLs."""
     urls = wait_and_route(

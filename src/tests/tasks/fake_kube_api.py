@@ -1,4 +1,9 @@
-"""A recording fake of the Kubernetes API server's server-side apply for custom objects, for the deploy tests."""
+"""A recording fake of the Kubernetes API server's server-side apply for custom objects.
+
+Only for what the real API server of the simulated cluster (src/tests/cluster) cannot show: the requests
+the client sends, and scripted answers a real server does not give on demand (a 409 to a forced apply;
+statuses stepping on each read for the render CLI, which runs in a subprocess).
+"""
 
 from __future__ import annotations
 
@@ -30,28 +35,6 @@ NOT_FOUND = {
     "reason": "NotFound",
     "details": {},
     "code": 404,
-}
-INVALID = {
-    "kind": "Status",
-    "apiVersion": "v1",
-    "metadata": {},
-    "status": "Failure",
-    "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
-    'the InferenceService "wachttijden" is invalid',
-    "reason": "Invalid",
-    "details": {
-        "name": "wachttijden",
-        "group": "serving.kserve.io",
-        "kind": "InferenceService",
-        "causes": [
-            {
-                "reason": "FieldValueInvalid",
-                "message": "Invalid value: -1: must be >= 0",
-                "field": "spec.predictor.minReplicas",
-            }
-        ],
-    },
-    "code": 422,
 }
 
 
@@ -90,7 +73,6 @@ class FakeKubeApi:
     def __init__(self, plurals: set[str]) -> None:
         self.plurals = plurals
         self.objects: dict[str, dict[str, Any]] = {}
-        self.foreign_fields: dict[str, dict[str, Any]] = {}  # path -> {spec dotted path: value}
         self.scripted: dict[tuple[str, str], deque[tuple[int, dict]]] = {}
         self.statuses: dict[str, deque[dict]] = {}
         self.calls: list[dict[str, Any]] = []
@@ -189,12 +171,6 @@ class FakeKubeApi:
             }
         if body["metadata"]["name"] != parts[6]:
             return 400, {"kind": "Status", "code": 400, "reason": "BadRequest", "message": "name mismatch"}
-        forced = query.get("force", "").lower() == "true"
-        conflicts = [f for f, v in self.foreign_fields.get(path, {}).items() if _dig(body, f) != v]
-        if conflicts and not forced:
-            return 409, conflict_status(conflicts)
-        if conflicts:
-            self.foreign_fields.pop(path)  # force: ownership moves to the applier
         existing = self.objects.get(path)
         if existing is not None and _contains(existing, body):
             return 200, existing  # the object already says all this: nothing changes, same resourceVersion
@@ -211,47 +187,12 @@ class FakeKubeApi:
         self.objects[path] = new
         return (200 if existing else 201), new
 
-    def edit_by_hand(self, path: str, field: str, value: Any) -> None:
-        """Another field manager (kubectl edit) changes a field and owns it from then on."""
-        obj = self.objects[path]
-        _set(obj, field, value)
-        obj["metadata"]["resourceVersion"] = str(next(self._rv))
-        self.foreign_fields.setdefault(path, {})[field] = value
-
 
 def _contains(obj: Any, applied: Any) -> bool:
     """True when every field of the applied configuration has the same value in obj."""
     if isinstance(applied, dict):
         return isinstance(obj, dict) and all(k in obj and _contains(obj[k], v) for k, v in applied.items())
     return obj == applied
-
-
-def _dig(obj: Any, dotted: str) -> Any:
-    for key in dotted.strip(".").split("."):
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
-
-
-def _set(obj: dict, dotted: str, value: Any) -> None:
-    keys = dotted.strip(".").split(".")
-    for key in keys[:-1]:
-        obj = obj[key]
-    obj[keys[-1]] = value
-
-
-class FakeClock:
-    """time.monotonic/time.sleep stand-ins: sleeping advances the clock, nothing waits."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def ready(generation: int = 1, url: str = "http://wachttijden-predictor.models.svc.cluster.local") -> dict:
@@ -263,26 +204,6 @@ def ready(generation: int = 1, url: str = "http://wachttijden-predictor.models.s
             {"type": "Ready", "status": "True"},
         ],
     }
-
-
-NOT_READY = {
-    "observedGeneration": 1,
-    "conditions": [
-        {
-            "type": "PredictorReady",
-            "status": "False",
-            "reason": "ProgressDeadlineExceeded",
-            "message": "Deployment wachttijden-predictor exceeded its progress deadline",
-        },
-        {
-            "type": "Ready",
-            "status": "False",
-            "reason": "ProgressDeadlineExceeded",
-            "message": "predictor not ready",
-        },
-    ],
-}
-
 
 
 PLURALS = {"inferenceservices", "inferencegraphs", "servingruntimes", "virtualservices", "gateways"}
