@@ -34,7 +34,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 RAW_FILE = "wachttijden/wachttijden.csv"
 MODEL_NAME = "wachttijden"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-PIPELINE_DAGS = ("prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring")
+PIPELINE_DAGS = ("prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring", "promote_model")
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,11 @@ class Airflow:
             time.sleep(2)
         raise SystemExit(f"DAGs {sorted(set(dag_ids) - known)} were not parsed within {timeout:.0f}s")
 
-    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+    def unpause(self, dag_id: str) -> None:
         self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        self.unpause(dag_id)
         run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
         say(f"triggered {dag_id} ({run['dag_run_id']})")
         return run["dag_run_id"]
@@ -257,7 +260,7 @@ class Airflow:
             runs = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 5})
             for run in runs["dag_runs"]:
                 if run["run_type"] == "asset_triggered" and _when(run["run_after"]) >= _when(after):
-                    say(f"{dag_id} started by the new dataset ({run['dag_run_id']})")
+                    say(f"{dag_id} started by an asset event ({run['dag_run_id']})")
                     return run["dag_run_id"]
             time.sleep(2)
         raise SystemExit(f"{dag_id} was not triggered by the asset within {timeout:.0f}s")
@@ -322,14 +325,29 @@ def already_converged(mirror: bool) -> bool:
     return True
 
 
+def promoted_by(airflow: Airflow, dag_id: str, run_id: str) -> bool:
+    """Whether the run's promote task moved the champion (and so emitted the event deploy_model runs on)."""
+    promote = airflow.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/promote")
+    return promote["state"] == "success"
+
+
+def follow_asset_deploy(airflow: Airflow, dag_id: str, run_id: str) -> None:
+    """Follow the deploy_model run that the new-champion event of `dag_id`'s run started."""
+    started = airflow.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["start_date"]
+    airflow.follow("deploy_model", airflow.asset_triggered_run("deploy_model", after=started), timeout=600)
+
+
 def run_pipelines(mirror: bool) -> None:
     if already_converged(mirror):
         return
     airflow = Airflow()
     airflow.wait_for_dags(PIPELINE_DAGS)
+    # A promotion's asset event starts deploy_model by itself; a paused DAG would only queue it.
+    airflow.unpause("deploy_model")
     prepare = airflow.trigger("prepare_dataset")
     airflow.follow("prepare_dataset", prepare, timeout=1200)
     split = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}/taskInstances/split")
+    train = None
     if split["state"] == "success":
         # The dataset event is emitted by the split task, before the prepare run itself ends.
         started = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["start_date"]
@@ -339,8 +357,15 @@ def run_pipelines(mirror: bool) -> None:
         # prepare_dataset skips raw content it prepared before: no new partition, no dataset
         # event, so train_model does not run and the registered champion stays.
         say("the raw data was prepared before: no new partition, train_model is not run again")
-    deploy = airflow.trigger("deploy_model", {"model_ref": "champion"})
-    airflow.follow("deploy_model", deploy, timeout=600)
+    if train is not None and promoted_by(airflow, "train_model", train):
+        # The gate promoted: that run's asset event started deploy_model. Following it, instead of
+        # triggering one more, leaves exactly one deploy of the new champion.
+        follow_asset_deploy(airflow, "train_model", train)
+    else:
+        # Nothing was promoted (the gate kept the champion, or nothing trained): serve the champion,
+        # which may not be running (after `down`).
+        deploy = airflow.trigger("deploy_model", {"model_ref": "champion"})
+        airflow.follow("deploy_model", deploy, timeout=600)
     if mirror:
         run_id = airflow.trigger("deploy_traffic_mirroring", {"champion_ref": "champion",
                                                              "challenger_ref": "challenger", "mirror_percent": 100})
@@ -381,6 +406,18 @@ Status / stop:
     )
 
 
+def promote(args: argparse.Namespace) -> None:
+    """Move champion through the promote_model DAG (rollback or a version) and follow the deploy it starts."""
+    airflow = Airflow()
+    airflow.wait_for_dags(("promote_model", "deploy_model"))
+    airflow.unpause("deploy_model")
+    conf = {"rollback": True} if args.rollback else {"version": str(args.version)}
+    run_id = airflow.trigger("promote_model", conf)
+    airflow.follow("promote_model", run_id, timeout=300)
+    follow_asset_deploy(airflow, "promote_model", run_id)
+    say(f"champion: version {served_versions().get('model', '?')} is served")
+
+
 def down(_: argparse.Namespace) -> None:
     stopped = processes.stop_all(RUN_DIR)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
@@ -402,11 +439,15 @@ def main(argv: list[str] | None = None) -> None:
                                                                   "mirroring router")
     up_parser.add_argument("--rows", type=int, default=int(os.environ.get("SLUICE_ROWS", "200000")),
                            help="rows of generated reference data (only when no raw file exists yet)")
+    promote_parser = sub.add_parser("promote", help="make another version champion (promote_model) and serve it")
+    which = promote_parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--rollback", action="store_true", help="back to the previous-champion alias")
+    which.add_argument("--version", type=int, help="this registered version number")
     sub.add_parser("down", help="stop every process that up started")
     sub.add_parser("status", help="say what is running")
     args = parser.parse_args(argv or ["up"])
     try:
-        {"up": up, "down": down, "status": status, None: up}[args.command](args)
+        {"up": up, "down": down, "status": status, "promote": promote, None: up}[args.command](args)
     except processes.PortTaken as exc:
         raise SystemExit(f"{exc} (see README: SLUICE_*_PORT)") from None
     except (processes.ServiceExited, TimeoutError) as exc:

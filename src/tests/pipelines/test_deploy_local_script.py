@@ -58,6 +58,9 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
         assert f"[{dag_id}]" in first.stdout
     pids = service_pids(local_env)
     assert {"mlflow", "airflow-api-server", "airflow-scheduler", "model"} <= set(pids)
+    # The first model is promoted by the gate; its asset event deploys it, and deploy-local follows
+    # that run instead of triggering a second one.
+    assert [run["run_type"] for run in dag_runs(local_env, "deploy_model")] == ["asset_triggered"]
 
     prediction = run(local_env, "scripts/perform-prediction.sh", timeout=60)
     assert prediction.returncode == 0, prediction.stderr
@@ -71,6 +74,16 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
     assert "nothing to run" in second.stdout and "[train_model]" not in second.stdout
     assert service_pids(local_env) == pids
     assert registered_versions(local_env) == ["1"]
+    assert len(dag_runs(local_env, "deploy_model")) == 1
+
+    # The documented promote/rollback command: promote_model, then the deploy its asset event starts
+    # (the same version again here, so the served process stays).
+    promoted = run(local_env, ".venv/bin/python", "scripts/local_platform.py", "promote", "--version", "1",
+                   timeout=600)
+    assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-3000:]
+    assert "[promote_model]" in promoted.stdout and "champion: version 1 is served" in promoted.stdout
+    assert [r["run_type"] for r in dag_runs(local_env, "deploy_model")] == ["asset_triggered"] * 2
+    assert service_pids(local_env) == pids
     preprocessed = os.path.join(local_env["SLUICE_LOCAL_DIR"], "datalake", "preprocessed", "wachttijden")
     assert len(os.listdir(preprocessed)) == 1
 
@@ -96,6 +109,20 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
     assert service_pids(local_env) == {}
     # Nothing left of any service's process group: workers and children included.
     assert live_members_of(set(pids.values())) == []
+
+
+def dag_runs(env, dag_id: str) -> list[dict]:
+    """The DAG's runs, from the platform's Airflow REST API."""
+    base = f"http://127.0.0.1:{env['SLUICE_AIRFLOW_PORT']}"
+    passwords = os.path.join(env["SLUICE_LOCAL_DIR"], "airflow", "simple_auth_manager_passwords.json.generated")
+    login = json.dumps({"username": "admin", "password": json.load(open(passwords))["admin"]}).encode()
+    request = urllib.request.Request(f"{base}/auth/token", data=login, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        token = json.load(response)["access_token"]
+    request = urllib.request.Request(f"{base}/api/v2/dags/{dag_id}/dagRuns",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["dag_runs"]
 
 
 def registered_versions(env) -> list[str]:
