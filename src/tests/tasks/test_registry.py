@@ -13,6 +13,9 @@ import pytest
 import models.registry
 from tasks import registry
 from tasks.data.datalake import open_datalake
+from tasks.evaluation.evaluate import evaluate_challenger
+from tasks.evaluation.gate import GateRules
+from tasks.evaluation.promotion import choose_version, promote
 from tasks.monitoring.shadow_report import publish_report
 from tasks.registry import TrackingServerUnavailable, register_best, require_tracking_server
 from tasks.training.train import DEFAULT_CANDIDATES, train_candidate
@@ -30,6 +33,13 @@ ENTRY_POINTS: dict[str, Callable[[str, Path], object]] = {
     ),
     "register_best": lambda uri, tmp: register_best([BEST], tracking_uri=uri, model_name="wachttijden"),
     "publish_report": lambda uri, tmp: publish_report([tmp / "predictions.jsonl"], tracking_uri=uri),
+    "evaluate_challenger": lambda uri, tmp: evaluate_challenger(
+        open_datalake(str(tmp / "lake")), "run=absent", tracking_uri=uri, model_name="wachttijden",
+        challenger_version="2", rules=GateRules(),
+    ),
+    "choose_version": lambda uri, tmp: choose_version(tracking_uri=uri, model_name="wachttijden", rollback=True),
+    "promote": lambda uri, tmp: promote(tracking_uri=uri, model_name="wachttijden", version="2",
+                                        expected_champion="1", reason="test", promoted_by="test"),
 }
 
 
