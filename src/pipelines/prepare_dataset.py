@@ -82,7 +82,8 @@ def prepare_dataset():
 
     @task
     def validate(raw_file: str, run_id=None) -> dict:
-        from tasks.data.drift_check import DriftConfig, DriftDetected, check_drift
+        from tasks.alerts import send_alert
+        from tasks.data.drift_check import DriftConfig, DriftDetected, check_drift, drift_alert
         from tasks.data.prepare import partition_for, validate_raw
         from tasks.data.validation import DataValidationError
         from tasks.registry import TrackingServerUnavailable
@@ -93,8 +94,12 @@ def prepare_dataset():
             config = DriftConfig.of(settings)
         with no_retry_on(DataValidationError, DriftDetected, TrackingServerUnavailable):
             validated = validate_raw(lake, raw_file, partition)
-            # XCom: {"drift": {"status": "ok" | "warn" | "skipped", "summary": ..., "report": ...}}
-            return {**validated, "drift": check_drift(lake, validated, partition, config)}
+            drift = check_drift(lake, validated, partition, config)
+        alert = drift_alert(drift, raw_file=raw_file, run_id=run_id)
+        if alert:
+            send_alert(*alert, settings=settings)
+        # XCom: {"drift": {"status": "ok" | "warn" | "skipped", "summary": ..., "report": ...}}
+        return {**validated, "drift": drift}
 
     @task
     def clean(run_id=None) -> dict:

@@ -215,3 +215,25 @@ def record_on_champion(report: dict[str, Any], config: DriftConfig) -> None:
     MlflowClient(config.tracking_uri).set_model_version_tag(
         config.model_name, reference["version"], drift_tag(report["partition"]), value[:5000]
     )
+
+
+def drift_alert(drift: dict[str, Any], *, raw_file: str, run_id: str) -> tuple[str, str] | None:
+    """(subject, body) of the mail a drift warning sends, or None when there is nothing to warn about.
+
+    A drift that fails the run is mailed by the failure notifier with the task's error instead.
+    """
+    if drift.get("status") != "warn":
+        return None
+    subject = f"prepare_dataset run {run_id}: drift warning for {raw_file}"
+    body = "\n".join([
+        "DAG:    prepare_dataset",
+        f"Run:    {run_id}",
+        f"File:   {raw_file}",
+        f"Drift:  {drift.get('summary', '')}",
+        *(f"  - {finding}" for finding in drift.get("drifted", [])),
+        f"Report: {drift.get('report', '')} and {str(drift.get('report', '')).removesuffix('.json')}.html",
+        f"MLflow run: {drift.get('mlflow_run_id') or 'none'}",
+        "",
+        "The run goes on (drift_mode=warn); set drift_mode=fail to stop runs like this one.",
+    ])
+    return subject, body

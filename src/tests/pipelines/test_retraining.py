@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from tests.support.processes import REPO_ROOT
+from tests.support.smtp import smtp_server
 from tests.tasks.drift_data import base_frame, register_champion, shifted, to_csv_bytes
 
 pytestmark = pytest.mark.slow
@@ -63,13 +64,15 @@ def platform(airflow_db, mlflow_server, tmp_path_factory):
         "AIRFLOW_VAR_DRIFT_MODE": "warn",
         "SLUICE_SCHEDULES_FILE": str(schedules),
     }
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, smtp_server() as mail:
         isolate_mlflow_client(mp, mlflow_server)
+        # Drift warnings are mailed: a real SMTP server on 127.0.0.1 receives them.
+        env |= {"AIRFLOW_VAR_ALERT_EMAILS": "data-team@example.org", "AIRFLOW_CONN_SMTP_DEFAULT": mail.connection_uri}
         for key, value in env.items():
             mp.setenv(key, value)
         try:
             yield {"lake": open_datalake(str(root / "lake")), "client": MlflowClient(mlflow_server), "model": model,
-                   "root": root}
+                   "root": root, "mail": mail}
         finally:
             reset_mlflow_client()
 
@@ -216,3 +219,12 @@ def test_fail_mode_stops_the_run_with_the_reason_and_later_runs_pass_the_file_by
     # The next run (a schedule's) does not fail on the same file again.
     after = load_dag().test()
     assert after.state == "success" and states(after)["wait_for_raw_file"] == "skipped"
+
+
+def test_a_drift_warning_is_mailed_once_naming_the_run_file_and_feature(runs, platform):
+    warnings = [m for m in platform["mail"].messages if "drift warning" in m.subject]
+    assert len(warnings) == 1, [m.subject for m in platform["mail"].messages]
+    (mail,) = warnings
+    assert runs["second"].run_id in mail.subject and DAY.format(2) in mail.subject
+    assert mail.rcpt_tos == ["data-team@example.org"]
+    assert "TYPE_WACHTTIJD: PSI" in mail.text and "drift.html" in mail.text
