@@ -53,6 +53,10 @@ class TestValues:
 
 class TestExecutorAndImage:
     @pytest.mark.parametrize("env", ENVS)
+    def test_new_dags_start_unpaused_so_the_lifecycle_runs_by_itself(self, airflow_rendered, env):
+        assert cfg(airflow_rendered(env))["core"]["dags_are_paused_at_creation"] == "False"
+
+    @pytest.mark.parametrize("env", ENVS)
     def test_kubernetes_executor(self, airflow_rendered, env):
         assert cfg(airflow_rendered(env))["core"]["executor"] == "KubernetesExecutor"
         assert not find(airflow_rendered(env), "StatefulSet", "airflow-worker"), "no Celery workers"
