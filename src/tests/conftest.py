@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,9 @@ def airflow_db() -> Path:
     return _AIRFLOW_HOME
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> str:
-    """A real `mlflow server` (SQLite + local artifacts) on a free loopback port; yields its URL."""
-    root = tmp_path_factory.mktemp("mlflow")
+@contextmanager
+def running_mlflow_server(root: Path) -> Iterator[str]:
+    """A real `mlflow server` (SQLite + local artifacts under `root`) on a free loopback port; yields its URL."""
     port = free_port()
     log = root / "server.log"
     proc = start_process(
@@ -97,6 +97,13 @@ def mlflow_server(tmp_path_factory) -> str:
         yield url
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """The session's MLflow server; yields its URL."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -36,23 +36,10 @@ BETTER = candidate("better", hidden_units=[64, 32], learning_rate=0.003, epochs=
 @pytest.fixture(scope="module")
 def own_mlflow(tmp_path_factory):
     """An MLflow server for this module only: its registry starts empty whatever other modules registered."""
-    from tests.conftest import VENV_BIN
-    from tests.support.processes import http_ok, start_process, stop_process, wait_until
+    from tests.conftest import running_mlflow_server
 
-    root = tmp_path_factory.mktemp("lifecycle-mlflow")
-    port = free_port()
-    log = root / "server.log"
-    proc = start_process(
-        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        log_path=log, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http_ok(f"{url}/health"), timeout=120, what="mlflow server", proc=proc, log_path=log)
+    with running_mlflow_server(tmp_path_factory.mktemp("lifecycle-mlflow")) as url:
         yield url
-    finally:
-        stop_process(proc)
 
 
 def aliases(client) -> dict[str, str | None]:
