@@ -1,4 +1,4 @@
-"""A real Kubernetes control plane on this machine, with kwok simulating the nodes: up, status, down.
+"""A real Kubernetes control plane on this machine, with kwok simulating the nodes: up, status, kserve, down.
 
 Run through ./scripts/sim-cluster.sh. etcd, kube-apiserver (RBAC + Node authorizers, serving certs,
 service-account keys), kube-controller-manager, kube-scheduler and kwok run as detached processes
@@ -8,6 +8,10 @@ $SLUICE_SIM_DIR. The binaries come from `scripts/setup.sh cluster` (built from G
 
 Network rule: only 127.0.0.0/8 is ever dialled. Node addresses are 127.0.0.1; pod and service IPs are
 labels nobody connects to, which is why `deploy-*.sh` drop webhook and APIService registrations here.
+
+`kserve` runs KServe's real controller manager (simcluster/kserve.py) in a loopback-only network
+namespace, and registers its admission webhooks by https://127.0.0.1 URL; `kserve --stop` or `down`
+ends it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from simcluster import objects, pki  # noqa: E402 - after the path setup above
+from simcluster import kserve, objects, pki  # noqa: E402 - after the path setup above
 
 from tasks.deploy import processes  # noqa: E402
 
@@ -38,9 +42,12 @@ RUN_DIR = STATE / "run"
 PKI = STATE / "pki"
 KUBECONFIG = STATE / "admin.kubeconfig"
 CACHE = Path(os.environ.get("SLUICE_CACHE", Path.home() / ".cache" / "sluice"))
-PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
+PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "kserve_webhook")
 # Start order; `down` stops in reverse (kwok and controllers before the API server, etcd last).
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# KServe's manager (`kserve`) stops before all of them.
+KSERVE_ROLE = processes.Role(name=kserve.SERVICE, stop_order=-len(COMPONENTS))
+KSERVE_DIR = STATE / "kserve"
 POD_CIDR = "10.244.0.0/16"
 
 
@@ -181,12 +188,14 @@ def write_stages() -> None:
     (STATE / "kwok-stages.yaml").write_text("\n---\n".join(doc.strip() for doc in docs) + "\n")
 
 
-def kubectl(*args: str, stdin: str | None = None) -> str:
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     result = subprocess.run(  # noqa: S603 - our own arguments
         [str(tool("kubernetes", "kubectl")), f"--kubeconfig={KUBECONFIG}", *args],
         input=stdin, capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
+        if not check:
+            return ""
         sys.exit(f"error: kubectl {' '.join(args)} failed:\n{result.stderr.strip()}")
     return result.stdout
 
@@ -246,7 +255,69 @@ def status() -> int:
     return 0
 
 
+def kserve_up(timeout: float = 300) -> int:
+    """Start (or keep) KServe's manager, wait until its controllers work, register its webhooks."""
+    if processes.running(RUN_DIR, "kube-apiserver") is None:
+        sys.exit("error: the simulated cluster is not running: run ./scripts/sim-cluster.sh up first")
+    missing = [f"CRD {crd}" for crd in kserve.CRDS if not kubectl("get", "crd", crd, "-o", "name", check=False)]
+    if not kubectl("get", "configmap", kserve.CONFIG_MAP, "-n", kserve.KSERVE_NAMESPACE, "-o", "name", check=False):
+        missing.append(f"ConfigMap {kserve.KSERVE_NAMESPACE}/{kserve.CONFIG_MAP}")
+    if missing:
+        sys.exit(f"error: KServe is not installed in the simulated cluster ({', '.join(missing)} missing): "
+                 "run ./deploy-kserve.sh first (or ./deploy-cluster.sh)")
+    port = ports()
+    webhook_port = port["kserve_webhook"]
+    ca_file = KSERVE_DIR / "webhook-ca.crt"
+    tmpdir = KSERVE_DIR / "tmp"  # the manager's TMPDIR: controller-runtime finds its serving cert there
+    ca_pem = kserve.ensure_serving_cert(kserve.cert_dir(tmpdir), ca_file)
+    cmd = kserve.command(tool("kserve", "manager"), webhook_port, port["apiserver"])
+    if processes.running(RUN_DIR, kserve.SERVICE) is None and processes.port_in_use(webhook_port):
+        sys.exit(f"error: port {webhook_port} on 127.0.0.1 (kserve_webhook in {STATE / 'ports.json'}) is taken "
+                 "by another process; stop it or pick another port there")
+    env = {"POD_NAMESPACE": kserve.KSERVE_NAMESPACE, "TMPDIR": str(tmpdir), "KUBECONFIG": str(KUBECONFIG)}
+    service, started = processes.ensure(RUN_DIR, kserve.SERVICE, cmd, env=env, role=KSERVE_ROLE,
+                                        meta={"webhooks": kserve.webhook_url(webhook_port)})
+    deadline = time.monotonic() + timeout
+    log = Path(service.log)
+    while not (kserve.workers_started(log) and kserve.webhook_serves(webhook_port, ca_file)):
+        if not processes.is_running(service):
+            code = processes.exit_code(RUN_DIR, service.name)
+            sys.exit(f"error: {service.name} exited (code {code}); last lines of {log}:\n{processes.log_tail(log)}")
+        if time.monotonic() > deadline:
+            sys.exit(f"error: {service.name} did not start its controllers within {timeout:.0f}s; see {log}")
+        time.sleep(0.5)
+    manifest = {"apiVersion": "v1", "kind": "List", "items": kserve.webhook_configurations(webhook_port, ca_pem)}
+    kubectl("apply", "--server-side", f"--field-manager={kserve.FIELD_MANAGER}", "-f", "-", stdin=json.dumps(manifest))
+    print(f"{service.name:24} {'started' if started else 'already running'} (pid {service.pid}, log {log})",
+          file=sys.stderr)
+    print(f"# KServe's webhooks registered at {kserve.webhook_url(webhook_port)} "
+          f"({kserve.WEBHOOK_KINDS.replace(',', ' and ')} {kserve.WEBHOOK_NAME}); "
+          "stop with ./scripts/sim-cluster.sh kserve --stop", file=sys.stderr)
+    return 0
+
+
+def unregister_webhooks(*, check: bool = True) -> bool:
+    """Delete KServe's webhook registrations (before stopping the manager, so no API request waits on a
+    stopped server); False when the API server is not running."""
+    if processes.running(RUN_DIR, "kube-apiserver") is None:
+        return False
+    kubectl("delete", kserve.WEBHOOK_KINDS, kserve.WEBHOOK_NAME, "--ignore-not-found", "--request-timeout=20s",
+            check=check)
+    return True
+
+
+def kserve_stop() -> int:
+    removed = unregister_webhooks()
+    stopped = processes.stop(RUN_DIR, kserve.SERVICE) if RUN_DIR.exists() else False
+    hooks = "webhook registrations removed" if removed else "API server not running, webhooks left as they are"
+    print(f"{kserve.SERVICE}: {'stopped' if stopped else 'was not running'}; {hooks}")
+    return 0
+
+
 def down(purge: bool) -> int:
+    if processes.running(RUN_DIR, kserve.SERVICE) is not None:
+        # Else they would outlive it in etcd and refuse every InferenceService after the next `up`.
+        unregister_webhooks(check=False)
     stopped = processes.stop_all(RUN_DIR) if RUN_DIR.exists() else []
     print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
     if purge and STATE.exists():
@@ -263,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start (or converge) the control plane and nodes; prints the env to use")
     sub.add_parser("status", help="what runs")
     sub.add_parser("env", help="print the export lines for KUBECONFIG and PATH")
+    kserve_parser = sub.add_parser("kserve", help="run KServe's controller manager and register its webhooks")
+    kserve_parser.add_argument("--stop", action="store_true", help="remove its webhook registrations and stop it")
     down_parser = sub.add_parser("down", help="stop every process `up` started, by PID")
     down_parser.add_argument("--purge", action="store_true", help="also delete certificates and etcd data")
     args = parser.parse_args(argv)
@@ -273,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         print_env()
         return 0
+    if args.command == "kserve":
+        return kserve_stop() if args.stop else kserve_up()
     return down(args.purge)
 
 

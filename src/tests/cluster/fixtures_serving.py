@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.deploy import processes
 from tests.cluster.conftest import SimCluster
-from tests.cluster.kserve_controller import KServeController, running_controller
+from tests.cluster.kserve_controller import WEBHOOK_KINDS, WEBHOOK_NAME, KServeController, recorded, sim_cluster_sh
 
 NAMESPACE = "models"
 # An artifact store the cluster would read models from; nothing connects to it (no container runs).
@@ -24,12 +25,34 @@ KSERVE_KINDS = "servingruntimes.serving.kserve.io,inferenceservices.serving.kser
 ISTIO_KINDS = "gateways.networking.istio.io,virtualservices.networking.istio.io"
 
 
-@pytest.fixture(scope="module")
-def kserve(sim_cluster: SimCluster, deployed_cluster: dict, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[KServeController]:
-    """KServe's controller manager reconciling the cluster for the tests of one module."""
-    with running_controller(sim_cluster.env, tmp_path_factory.mktemp("kserve")) as controller:
+# Imported by name into several test modules, the fixture gets one definition per module: the first to run
+# starts the manager (per simulated cluster) and stops it at the end of the session, the others reuse it.
+_RUNNING: dict[Path, KServeController] = {}
+
+
+@pytest.fixture(scope="session")
+def kserve(sim_cluster: SimCluster, deployed_cluster: dict) -> Iterator[KServeController]:
+    """KServe's controller manager reconciling the cluster from here to the end of the session, started and
+    stopped by the user's commands `./scripts/sim-cluster.sh kserve` and `kserve --stop`."""
+    if sim_cluster.state in _RUNNING:
+        yield _RUNNING[sim_cluster.state]
+        return
+    started = sim_cluster_sh(sim_cluster.env, "kserve")
+    assert started.returncode == 0, f"sim-cluster.sh kserve failed:\n{started.stderr[-6000:]}"
+    controller = recorded(sim_cluster.state)
+    assert controller is not None, started.stderr
+    _RUNNING[sim_cluster.state] = controller
+    try:
         yield controller
+    finally:
+        del _RUNNING[sim_cluster.state]
+    stopped = sim_cluster_sh(sim_cluster.env, "kserve", "--stop")
+    assert stopped.returncode == 0, f"sim-cluster.sh kserve --stop failed:\n{stopped.stderr}"
+    # The registrations go first, then the process (its whole group: relays and manager).
+    left = sim_cluster.kubectl("get", WEBHOOK_KINDS, "-o", "name").stdout.split()
+    assert [name for name in left if name.endswith(f"/{WEBHOOK_NAME}")] == []
+    assert recorded(sim_cluster.state) is None
+    assert not processes.alive(controller.pid)
 
 
 def token_kubeconfig(cluster: SimCluster, account: str, namespace: str, folder: Path) -> Path:

@@ -3,13 +3,18 @@ simulated cluster: InferenceService -> Deployment, Service, autoscaler and Ingre
 chart's inferenceservice-config in namespace kserve), kwok runs the pods, the Deployment becomes Available
 and KServe marks the InferenceService Ready, which deploy_model's wait step (the same functions its tasks
 call) returns. KServe's admission webhooks run too, registered at https://127.0.0.1:<port> (see
-kserve_controller.py): the project's objects pass its validators, and its pod mutator edits the pods.
+scripts/simcluster/kserve.py): the project's objects pass its validators, and its pod mutator edits the pods.
+
+The manager is started by the user's command, `./scripts/sim-cluster.sh kserve` (the `kserve` fixture), and
+./deploy-model.sh is run against it as a user runs it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -22,7 +27,8 @@ from tasks.deploy.deployment import Deployment
 from tasks.registry import ResolvedVersion
 from tests.cluster.conftest import SimCluster
 from tests.cluster.fixtures_serving import NAMESPACE, condition, get_json, kserve, managers  # noqa: F401 - fixture
-from tests.cluster.kserve_controller import WEBHOOK_NAME, log_entries, pinned
+from tests.cluster.kserve_controller import WEBHOOK_KINDS, WEBHOOK_NAME, log_entries, pinned, recorded, sim_cluster_sh
+from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 MODEL = "wachttijden-ctl"
@@ -55,7 +61,7 @@ def served(kserve, sim_cluster: SimCluster) -> dict:  # noqa: F811 - fixture
 
 class TestControllerProcess:
     def test_should_run_the_manager_where_only_loopback_exists(self, kserve):  # noqa: F811
-        tree = [psutil.Process(kserve.proc.pid), *psutil.Process(kserve.proc.pid).children(recursive=True)]
+        tree = [psutil.Process(kserve.pid), *psutil.Process(kserve.pid).children(recursive=True)]
         manager = next(p for p in tree if p.name() == "manager")
         assert os.readlink(f"/proc/{manager.pid}/ns/net") != os.readlink("/proc/self/ns/net")
         interfaces = [line.split(":")[0].strip()
@@ -63,7 +69,7 @@ class TestControllerProcess:
         assert interfaces == ["lo"]  # its webhook's `:9443` can only mean that loopback
 
     def test_should_listen_on_the_host_only_on_loopback(self, kserve):  # noqa: F811
-        tree = [psutil.Process(kserve.proc.pid), *psutil.Process(kserve.proc.pid).children(recursive=True)]
+        tree = [psutil.Process(kserve.pid), *psutil.Process(kserve.pid).children(recursive=True)]
         host_listeners = {(c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections("tcp")
                           if c.status == psutil.CONN_LISTEN}
         # Only the relay's front (the webhook's port on the host): the manager's own listeners (webhook,
@@ -150,7 +156,105 @@ class TestWebhooks:
         assert k8s.get("InferenceService", "wachttijden-bad", NAMESPACE, api=custom_objects(sim_cluster)) is None
 
 
-def test_should_have_connected_to_nothing_outside_loopback(sim_cluster, served, kserve):  # noqa: F811
+class TestSimClusterCommand:
+    """`./scripts/sim-cluster.sh kserve` as the user runs it: converges, is listed, stops before the cluster."""
+
+    def test_should_keep_the_manager_and_its_webhooks_when_run_again(self, kserve, sim_cluster):  # noqa: F811
+        before = get_json(sim_cluster, WEBHOOK_KINDS)["items"]
+        again = sim_cluster_sh(sim_cluster.env, "kserve")
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stderr
+        assert recorded(sim_cluster.state) == kserve  # same pid, command and port
+        after = get_json(sim_cluster, WEBHOOK_KINDS)["items"]
+        versions = {(h["kind"], h["metadata"]["name"]): h["metadata"]["resourceVersion"] for h in before}
+        assert {(h["kind"], h["metadata"]["name"]): h["metadata"]["resourceVersion"] for h in after} == versions
+        assert {("MutatingWebhookConfiguration", WEBHOOK_NAME), ("ValidatingWebhookConfiguration", WEBHOOK_NAME)
+                } <= versions.keys()
+
+    def test_should_register_the_webhooks_as_the_sim_field_manager(self, kserve, sim_cluster):  # noqa: F811
+        for kind in WEBHOOK_KINDS.split(","):
+            hook = get_json(sim_cluster, kind, WEBHOOK_NAME)
+            assert managers(hook)["sluice-sim"]["operation"] == "Apply"
+
+    def test_should_list_the_manager_in_status(self, kserve, sim_cluster):  # noqa: F811
+        status = sim_cluster_sh(sim_cluster.env, "status")
+        assert status.returncode == 0, status.stderr
+        line = next(x for x in status.stdout.splitlines() if x.startswith("kserve-controller "))
+        assert f"running  pid={kserve.pid}" in line
+        assert f"webhooks=https://127.0.0.1:{kserve.webhook_port}" in line
+
+    def test_should_stop_before_the_control_plane_and_log_in_the_run_folder(self, kserve, sim_cluster):  # noqa: F811
+        from tasks.deploy import processes
+
+        run = sim_cluster.state / "run"
+        control_plane = [processes.load(run, n) for n in processes.names(run) if n != "kserve-controller"]
+        assert control_plane and all(kserve.stop_order < s.role.stop_order for s in control_plane)
+        assert kserve.log == run / "kserve-controller.log"
+
+
+# ./deploy-model.sh's defaults: the model's InferenceService, in namespace models.
+SCRIPT_MODEL = "wachttijden"
+SCRIPT_STORAGE_URI = "s3://sluice-sim-models/mlflow/1/models/m-3/artifacts"
+
+
+def deploy_model_script(cluster: SimCluster) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in cluster.env.items() if k not in ("SLUICE_MODEL_NAME", "SLUICE_KSERVE_NAMESPACE")}
+    return subprocess.run(["./deploy-model.sh", "--storage-uri", SCRIPT_STORAGE_URI, "--env", "dev"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def settled(cluster: SimCluster, *args: str, quiet_s: float = 3, timeout: float = 60) -> dict:
+    """The object once its resourceVersion has not moved for `quiet_s` (KServe's last status writes done)."""
+    obj = get_json(cluster, *args)
+    quiet_since, deadline = time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.5)
+        latest = get_json(cluster, *args)
+        if latest["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
+            obj, quiet_since = latest, time.monotonic()
+    return obj
+
+
+@pytest.fixture(scope="module")
+def script_runs(kserve, sim_cluster: SimCluster) -> dict:  # noqa: F811 - fixture
+    """./deploy-model.sh --storage-uri twice against the cluster with KServe's manager running."""
+    # The InferenceService runs as ServiceAccount sluice-models (deploy-model.sh's default; on a real
+    # cluster it carries the storage credentials), which no deploy script creates.
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sluice-models",
+                                                                          "namespace": NAMESPACE}}
+    sim_cluster.kubectl("apply", "--server-side", "--field-manager=sluice-tests", "-f", "-",
+                        stdin=json.dumps(account))
+    first = deploy_model_script(sim_cluster)
+    assert first.returncode == 0, f"first ./deploy-model.sh failed:\n{first.stderr[-6000:]}"
+    before = settled(sim_cluster, "inferenceservice", SCRIPT_MODEL, "-n", NAMESPACE)
+    second = deploy_model_script(sim_cluster)
+    after = get_json(sim_cluster, "inferenceservice", SCRIPT_MODEL, "-n", NAMESPACE)
+    return {"runs": (first, second), "before": before, "after": after}
+
+
+class TestDeployModelScript:
+    def test_should_succeed_twice_and_wait_for_ready(self, script_runs):
+        for run in script_runs["runs"]:
+            assert run.returncode == 0, run.stderr[-6000:]
+            assert f"InferenceService {NAMESPACE}/{SCRIPT_MODEL} is Ready at" in run.stderr
+
+    def test_should_change_nothing_the_second_time(self, script_runs):
+        before, after = script_runs["before"], script_runs["after"]
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+        assert after["metadata"]["generation"] == before["metadata"]["generation"]
+        assert after["spec"]["predictor"]["model"]["storageUri"] == SCRIPT_STORAGE_URI + "/"  # a folder
+
+    def test_should_see_ready_written_by_kserves_controller(self, script_runs):
+        isvc = script_runs["after"]
+        assert condition(isvc, "Ready")["status"] == "True"
+        assert isvc["status"]["observedGeneration"] == isvc["metadata"]["generation"]
+        assert managers(isvc)["sluice"]["operation"] == "Apply"  # the script's apply
+        status_writers = set(managers(isvc, "status"))
+        assert status_writers and "sluice" not in status_writers
+        assert "manager" in status_writers  # KServe's controller manager (its client's default field manager)
+
+
+def test_should_have_connected_to_nothing_outside_loopback(sim_cluster, served, script_runs, kserve):  # noqa: F811
     # The session's watch covers this process and its children (the relays, the manager) and the control
     # plane; the manager's own sockets live in its namespace, where nothing but loopback is routable.
     sim_cluster.watch.sample()

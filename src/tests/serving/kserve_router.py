@@ -14,7 +14,8 @@ from tests.support.processes import REPO_ROOT, free_port, http_ok, start_process
 
 # KServe's constants.RouterPort: the binary has no flag for it and listens on every interface.
 KSERVE_ROUTER_PORT = 8080
-NETNS_SCRIPT = Path(__file__).with_name("router_netns.py")
+# Shared with the simulated cluster's KServe manager (`./scripts/sim-cluster.sh kserve`).
+NETNS_SCRIPT = REPO_ROOT / "scripts" / "simcluster" / "netns.py"
 BUILD_COMMAND = "bash scripts/build-cluster-tools.sh kserve"
 
 
@@ -43,7 +44,7 @@ def kserve_router(
 ) -> Iterator[Service]:
     """KServe's router for the graph `spec`, answering on a free 127.0.0.1 port.
 
-    It runs in its own network namespace (router_netns.py), where `:8080` is a private loopback;
+    It runs in its own network namespace (scripts/simcluster/netns.py), where `:8080` is a private loopback;
     it can call the host's 127.0.0.1 ports in `upstream_ports` and nothing else.
     """
     port = free_port()

@@ -1,20 +1,23 @@
-"""Run a router that can only listen on every interface inside its own network namespace, reachable
-from the host's loopback through relays (a script: the test starts it as a process).
+"""Run a program that can only listen on every interface inside its own network namespace, reachable
+from the host's loopback through relays (a script: it is started as a process).
 
-    python router_netns.py --front-port HOST_PORT --inner-port 8080 [--upstream PORT ...] -- COMMAND...
+    python scripts/simcluster/netns.py --front-port HOST_PORT --inner-port PORT [--upstream PORT ...] -- COMMAND...
 
-KServe's router binds `:8080`, a constant: on the host it would listen on every interface and clash
-with anything else on 8080. A new network namespace has only its own loopback, so there it listens
-on nothing reachable from outside, and on a port no other test uses. Path-named Unix sockets belong
-to the file system, not to a network namespace, so they carry the traffic across:
+Used for KServe's InferenceGraph router (the serving tests) and KServe's controller manager
+(`./scripts/sim-cluster.sh kserve`). The router binds `:8080`, a constant; the manager's webhook
+server binds `:<webhook-port>`: on the host either would listen on every interface. A new network
+namespace has only its own loopback, so there they listen on nothing reachable from outside, on
+ports nothing else uses. Path-named Unix sockets belong to the file system, not to a network
+namespace, so they carry the traffic across:
 
-    host 127.0.0.1:HOST_PORT  -> front.sock   -> namespace 127.0.0.1:INNER_PORT   (the test's requests)
-    namespace 127.0.0.1:PORT  -> up-PORT.sock -> host 127.0.0.1:PORT              (the router's step calls)
+    host 127.0.0.1:HOST_PORT  -> front.sock   -> namespace 127.0.0.1:INNER_PORT   (requests to the program)
+    namespace 127.0.0.1:PORT  -> up-PORT.sock -> host 127.0.0.1:PORT              (the program's own calls)
 
-Each upstream keeps its port number, so the same step URLs (http://127.0.0.1:PORT/...) work for a
-router inside and a router outside the namespace; a port that is not relayed refuses connections
-inside as it does outside. This process stays in the host namespace; it re-runs itself with
---inside in a child that unshares the network namespace and starts COMMAND there.
+Each upstream keeps its port number, so the same URLs (http://127.0.0.1:PORT/...) work for a program
+inside and outside the namespace; a port that is not relayed refuses connections inside as it does
+outside, and no address outside 127.0.0.0/8 is even routable there. This process stays in the host
+namespace; it re-runs itself with --inside in a child that unshares the network namespace and starts
+COMMAND there.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def _enter_network_namespace() -> None:
     flags = CLONE_NEWNET if uid == 0 else CLONE_NEWNET | CLONE_NEWUSER
     if libc.unshare(flags) != 0:
         error = ctypes.get_errno()
-        sys.exit(f"router_netns: cannot create a network namespace: {os.strerror(error)} (errno {error})")
+        sys.exit(f"netns: cannot create a network namespace: {os.strerror(error)} (errno {error})")
     if uid != 0:
         # Map ourselves to root in the new user namespace, which owns the new network namespace.
         Path("/proc/self/setgroups").write_text("deny")
@@ -112,19 +115,25 @@ async def _inside(args: argparse.Namespace) -> int:
                 _relay(lambda path=path: asyncio.open_unix_connection(path)), "127.0.0.1", port
             )
         )
-    router = await asyncio.create_subprocess_exec(*args.command)
-    code = await _serve_until_done(servers, router)
-    if router.returncode is None:
+    program = await asyncio.create_subprocess_exec(*args.command)
+    code = await _serve_until_done(servers, program)
+    if program.returncode is None:
         # KServe's router sleeps 30 s on SIGTERM so that Kubernetes can drain it; nothing drains here.
-        router.kill()
-        await router.wait()
+        program.kill()
+        await program.wait()
         return 0
-    print(f"router_netns: the router exited with {code}", file=sys.stderr)
+    print(f"netns: {args.command[0]} exited with {code}", file=sys.stderr)
     return code or 1
 
 
+def _socket_parent() -> str:
+    """$TMPDIR unless its socket paths would pass the 107 bytes a Unix socket path may have; then /tmp."""
+    parent = tempfile.gettempdir()
+    return parent if len(parent) <= 64 else "/tmp"  # noqa: S108 - a private mkdtemp folder inside it
+
+
 async def _outside(args: argparse.Namespace) -> int:
-    sockets = Path(tempfile.mkdtemp(prefix="router-netns-"))  # short: Unix socket paths max out at 107 bytes
+    sockets = Path(tempfile.mkdtemp(prefix="netns-", dir=_socket_parent()))
     try:
         servers = [
             await asyncio.start_server(
@@ -155,9 +164,9 @@ async def _outside(args: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--front-port", type=int, default=0, help="host loopback port the router answers on")
-    parser.add_argument("--inner-port", type=int, required=True, help="the port the router listens on inside")
-    parser.add_argument("--upstream", type=int, action="append", default=[], help="host port the router may call")
+    parser.add_argument("--front-port", type=int, default=0, help="host loopback port the program answers on")
+    parser.add_argument("--inner-port", type=int, required=True, help="the port the program listens on inside")
+    parser.add_argument("--upstream", type=int, action="append", default=[], help="host port the program may call")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--socket-dir", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="+")

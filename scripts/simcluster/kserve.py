@@ -1,0 +1,231 @@
+"""KServe's controller manager (the Go binary scripts/build-cluster-tools.sh builds from
+github.com/kserve/kserve at KSERVE_CONTROLLER_VERSION) run against the simulated cluster, in place of the
+chart's kserve-controller-manager pod (which kwok only pretends to run): `./scripts/sim-cluster.sh kserve`.
+
+The manager always starts controller-runtime's webhook server, and the binary has no flag for its
+address: it listens on `:<webhook-port>`, every interface. So it runs in its own network namespace
+(netns.py beside this file), where the only interface is a private loopback:
+
+    host 127.0.0.1:<api port>      <- namespace 127.0.0.1:<api port>   (the manager's API calls)
+    host 127.0.0.1:<webhook port>  -> namespace 127.0.0.1:9443         (the API server's admission calls)
+
+The metrics and health listeners get fixed 127.0.0.1 ports inside the namespace, so nothing of the
+manager's listens on the host at all; the host side of both relays is bound to 127.0.0.1.
+
+KServe's own admission webhooks (the chart's, which the deploy scripts drop in the simulated cluster
+because they point at a Service) are registered again with `url: https://127.0.0.1:<webhook port>/…`,
+signed by a CA made here: the InferenceService defaulter and validator, the ServingRuntime and
+InferenceGraph validators and the pod mutator, as on a real cluster.
+
+This module builds the pieces (certificates, command line, webhook configurations, readiness from the
+log); scripts/sim_cluster.py starts, registers and stops them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+NETNS_SCRIPT = Path(__file__).resolve().with_name("netns.py")
+# The service name in the simulated cluster's run folder (so its log is <run>/kserve-controller.log).
+SERVICE = "kserve-controller"
+# The namespace the chart installs KServe (and its inferenceservice-config ConfigMap) into.
+KSERVE_NAMESPACE = "kserve"
+CONFIG_MAP = "inferenceservice-config"
+CRDS = ("inferenceservices.serving.kserve.io", "inferencegraphs.serving.kserve.io",
+        "servingruntimes.serving.kserve.io")
+# Inside the namespace, where nothing else listens.
+INNER_WEBHOOK_PORT = 9443
+INNER_METRICS = "127.0.0.1:8080"
+INNER_HEALTH = "127.0.0.1:8081"
+WEBHOOK_NAME = "sluice-sim-kserve"
+FIELD_MANAGER = "sluice-sim"
+WEBHOOK_KINDS = "mutatingwebhookconfiguration,validatingwebhookconfiguration"
+# The manager is ready when these controllers log "Starting workers".
+CONTROLLERS = frozenset({"inferenceservice", "inferencegraph"})
+CERT_VALIDITY = dt.timedelta(days=365)
+RENEW_BEFORE = dt.timedelta(days=7)
+# KServe's chart (files/kserve/resources.yaml): webhook name -> (path, API group, resources, object selector).
+MUTATING = {
+    "inferenceservice.kserve-webhook-server.defaulter": (
+        "/mutate-serving-kserve-io-v1beta1-inferenceservice", "serving.kserve.io", "inferenceservices", None),
+    "inferenceservice.kserve-webhook-server.pod-mutator": (
+        "/mutate-pods", "", "pods",
+        {"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]}),
+}
+VALIDATING = {
+    "inferenceservice.kserve-webhook-server.validator": (
+        "/validate-serving-kserve-io-v1beta1-inferenceservice", "serving.kserve.io", "inferenceservices", None),
+    "servingruntime.kserve-webhook-server.validator": (
+        "/validate-serving-kserve-io-v1alpha1-servingruntime", "serving.kserve.io", "servingruntimes", None),
+    "inferencegraph.kserve-webhook-server.validator": (
+        "/validate-serving-kserve-io-v1alpha1-inferencegraph", "serving.kserve.io", "inferencegraphs", None),
+}
+
+
+def pinned(key: str) -> str:
+    """A pin of deploy/versions.env (KSERVE_CONTROLLER_VERSION: the build of the manager)."""
+    for line in (ROOT / "deploy" / "versions.env").read_text(encoding="utf-8").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            return value.strip()
+    raise KeyError(f"deploy/versions.env has no {key}")
+
+
+def cert_dir(tmpdir: Path) -> Path:
+    """Where controller-runtime looks for its serving cert: $TMPDIR/k8s-webhook-server/serving-certs."""
+    return tmpdir / "k8s-webhook-server" / "serving-certs"
+
+
+def _valid(path: Path) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
+
+
+def ensure_serving_cert(certs: Path, ca_file: Path) -> bytes:
+    """The CA (PEM) of the serving cert for 127.0.0.1 in `certs`: kept while valid, so the registered
+    caBundle stays the same across runs; otherwise a new CA and cert (the manager reloads the files)."""
+    if _valid(certs / "tls.crt") and (certs / "tls.key").exists() and _valid(ca_file):
+        return ca_file.read_bytes()
+    now = dt.datetime.now(dt.UTC)
+
+    def build(subject: str, issuer: str, key, signer, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + CERT_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_name = "sluice-sim-kserve-webhook-ca"
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build(ca_name, ca_name, ca_key, ca_key, ca=True)  # its key is dropped: nothing else is signed
+    cert = build("127.0.0.1", ca_name, key, ca_key, ca=False)
+    certs.mkdir(parents=True, exist_ok=True)
+    key_tmp = certs / "tls.key.tmp"
+    key_tmp.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_tmp.chmod(0o600)
+    key_tmp.replace(certs / "tls.key")
+    (certs / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    ca_file.write_bytes(ca_pem)
+    return ca_pem
+
+
+def manager_args(binary: Path) -> list[str]:
+    """The manager's own command line (every listener inside its namespace)."""
+    return [
+        str(binary),
+        f"--webhook-port={INNER_WEBHOOK_PORT}",
+        f"--metrics-addr={INNER_METRICS}",
+        f"--health-probe-addr={INNER_HEALTH}",
+        "--leader-elect=false",
+        "--zap-encoder=json",
+    ]
+
+
+def command(binary: Path, webhook_port: int, api_port: int) -> list[str]:
+    """The manager inside netns.py: the webhook relayed from the host's 127.0.0.1:<webhook_port>, the API
+    server's 127.0.0.1:<api_port> relayed in."""
+    return [sys.executable, str(NETNS_SCRIPT), "--front-port", str(webhook_port),
+            "--inner-port", str(INNER_WEBHOOK_PORT), "--upstream", str(api_port), "--", *manager_args(binary)]
+
+
+def manager_part(cmd: list[str]) -> list[str]:
+    """The manager's command line out of the recorded service command (what follows netns.py's `--`)."""
+    return cmd[cmd.index("--") + 1 :] if "--" in cmd else list(cmd)
+
+
+def webhook_url(port: int) -> str:
+    return f"https://127.0.0.1:{port}"
+
+
+def webhook_configurations(port: int, ca_pem: bytes) -> list[dict]:
+    """KServe's webhooks, each calling the manager at https://127.0.0.1:<port> (never a Service)."""
+    bundle = base64.b64encode(ca_pem).decode()
+
+    def hooks(table: dict) -> list[dict]:
+        out = []
+        for name, (path, group, resource, selector) in table.items():
+            hook = {
+                "name": name,
+                "clientConfig": {"url": f"{webhook_url(port)}{path}", "caBundle": bundle},
+                "rules": [{"apiGroups": [group], "apiVersions": ["*"], "resources": [resource],
+                           "operations": ["CREATE", "UPDATE"] if group else ["CREATE"]}],
+                "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1beta1"],
+                "timeoutSeconds": 10,
+            }
+            if selector:
+                hook["objectSelector"] = selector
+            out.append(hook)
+        return out
+
+    meta = {"name": WEBHOOK_NAME, "labels": {"app.kubernetes.io/part-of": "sluice-sim-cluster",
+                                             "app.kubernetes.io/managed-by": FIELD_MANAGER}}
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+         "metadata": meta, "webhooks": hooks(MUTATING)},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+         "metadata": meta, "webhooks": hooks(VALIDATING)},
+    ]
+
+
+def log_entries(log: Path, *, current_run: bool = False) -> list[dict]:
+    """The manager's JSON log lines (the relays' and the run header's plain text lines are skipped);
+    with `current_run`, only those after the last `=== … starting:` header tasks.deploy.processes writes."""
+    lines = (log.read_text(errors="replace") if log.exists() else "").splitlines()
+    if current_run:
+        starts = [i for i, line in enumerate(lines) if line.startswith("=== ") and " starting: " in line]
+        lines = lines[starts[-1] + 1 :] if starts else lines
+    entries = []
+    for line in lines:
+        if line.startswith("{"):
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+    return entries
+
+
+def workers_started(log: Path) -> bool:
+    """True once the InferenceService and InferenceGraph controllers of the current run start their workers."""
+    started = {e.get("controller") for e in log_entries(log, current_run=True) if e.get("msg") == "Starting workers"}
+    return CONTROLLERS <= started
+
+
+def webhook_serves(port: int, ca_file: Path) -> bool:
+    """True when a TLS handshake through the relay reaches the manager's webhook server with our cert."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1"):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
