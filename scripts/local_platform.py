@@ -253,17 +253,46 @@ class Airflow:
             log = "\n".join(response.text.splitlines()[-25:])
         raise SystemExit(f"{dag_id} run {run_id} failed at task {ti and ti['task_id']}:\n{log}")
 
-    def asset_triggered_run(self, dag_id: str, after: str, timeout: float = 120) -> str:
-        """The run that the asset event of an upstream run started (created after `after`)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            runs = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 5})
-            for run in runs["dag_runs"]:
-                if run["run_type"] == "asset_triggered" and _when(run["run_after"]) >= _when(after):
-                    say(f"{dag_id} started by an asset event ({run['dag_run_id']})")
-                    return run["dag_run_id"]
+    def find(self, path: str, **params) -> dict | None:
+        """GET, with None for 404 (an XCom not written yet)."""
+        response = self.session.get(f"{AIRFLOW_URL}/api/v2{path}", params=params, timeout=30)
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise SystemExit(f"Airflow API GET {path}: {response.status_code} {response.text[:500]}")
+        return response.json()
+
+    def runs(self, dag_id: str, **params) -> list[dict]:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 20,
+                                                                   **params})["dag_runs"]
+
+    def run_started_by(self, dag_id: str, source_dag_id: str, source_run_id: str, *,
+                       timeout: float = 300) -> dict | None:
+        """The asset-triggered run of `dag_id` that consumed an asset event of `source_dag_id`'s run.
+
+        Matched by the events each run consumed (their source_run_id), not by time: scheduled runs
+        of other raw files start chains of their own at any moment. timeout=0: look once, None
+        when there is none.
+        """
+        deadline, checked = time.monotonic() + timeout, set()
+        while True:
+            for run in self.runs(dag_id, run_type="asset_triggered"):
+                # Not yet started: Airflow 3.3 answers 500 for the events of a run whose start_date
+                # is null (apache/airflow#71360); it is matched once it starts.
+                if run["dag_run_id"] in checked or not run.get("start_date"):
+                    continue
+                # A run's consumed events are fixed when the scheduler creates it.
+                checked.add(run["dag_run_id"])
+                path = f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
+                if any(event.get("source_dag_id") == source_dag_id and event.get("source_run_id") == source_run_id
+                       for event in self.call("GET", path)["asset_events"]):
+                    return run
+            if time.monotonic() >= deadline:
+                if timeout <= 0:
+                    return None
+                raise SystemExit(f"no {dag_id} run consumed the asset event of {source_dag_id} {source_run_id} "
+                                 f"within {timeout:.0f}s (is {dag_id} paused? see the Airflow UI)")
             time.sleep(2)
-        raise SystemExit(f"{dag_id} was not triggered by the asset within {timeout:.0f}s")
 
 
 def _when(timestamp: str):
@@ -276,14 +305,26 @@ def _index(ti: dict) -> str:
     return f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""
 
 
+def open_lake():
+    from tasks.data.datalake import open_datalake
+
+    return open_datalake(str(LOCAL / "datalake"))
+
+
+def raw_digest(lake) -> str:
+    """sha256 of the reference raw file: what the ledger records once it is prepared."""
+    from tasks.data import ledger
+
+    return ledger.content_digest(lake.read_bytes("raw", RAW_FILE))
+
+
 def prepared_before() -> dict | None:
     """The ledger entry of the raw file's content when prepare_dataset already prepared it."""
     from tasks.data import ledger
-    from tasks.data.datalake import open_datalake
     from tasks.data.prepare import DATASET
 
-    lake = open_datalake(str(LOCAL / "datalake"))
-    return ledger.processed(lake, DATASET, ledger.content_digest(lake.read_bytes("raw", RAW_FILE)))
+    lake = open_lake()
+    return ledger.processed(lake, DATASET, raw_digest(lake))
 
 
 def served_versions() -> dict[str, str]:
@@ -333,8 +374,89 @@ def promoted_by(airflow: Airflow, dag_id: str, run_id: str) -> bool:
 
 def follow_asset_deploy(airflow: Airflow, dag_id: str, run_id: str) -> None:
     """Follow the deploy_model run that the new-champion event of `dag_id`'s run started."""
-    started = airflow.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["start_date"]
-    airflow.follow("deploy_model", airflow.asset_triggered_run("deploy_model", after=started), timeout=600)
+    deploy = airflow.run_started_by("deploy_model", dag_id, run_id)
+    say(f"deploy_model {deploy['dag_run_id']}, started by the new-champion event of {dag_id} {run_id}")
+    airflow.follow("deploy_model", deploy["dag_run_id"], timeout=600)
+
+
+ACTIVE = ("queued", "running")
+
+
+def prepare_schedule():
+    """prepare_dataset's schedule here, from the same schedules file the DAG reads (SLUICE_SCHEDULES_FILE or
+    variables/local/schedules.json)."""
+    from pipelines._schedules import dag_schedule
+
+    return dag_schedule("prepare_dataset")
+
+
+def describe_schedule(schedule) -> str:
+    if schedule.schedule is None:
+        return "no schedule"
+    watching = (f"watching {schedule.watch_minutes} min, looking once a minute" if schedule.watch_minutes
+                else "looking once")
+    return f"a run on '{schedule.schedule}', each {watching}"
+
+
+def file_taken_by(airflow: Airflow, run_id: str) -> str | None:
+    """The raw file a prepare_dataset run's sensor took (its XCom), None while it is still looking."""
+    xcom = airflow.find(f"/dags/prepare_dataset/dagRuns/{run_id}/taskInstances/wait_for_raw_file"
+                        "/xcomEntries/return_value")
+    value = xcom and xcom.get("value")
+    if isinstance(value, str) and value.startswith('"'):
+        value = json.loads(value)  # stored JSON-serialized
+    return value if isinstance(value, str) else None
+
+
+def prepare_raw_file(airflow: Airflow, lake, digest: str, timeout: float = 1200) -> str:
+    """Wait until the ledger records the reference file's content; return the prepare_dataset run it names.
+
+    Whichever run takes the file prepares it: a scheduled run (the schedule starts one as soon as
+    the DAG appears, and a watching run looks once a minute) or the one triggered here when no run
+    is queued or running. Runs that take it are followed with their task states, so a failure is
+    reported with its log; refused content ends the wait with the ledger's reason.
+    """
+    from datetime import UTC, datetime
+
+    from tasks.data import ledger
+    from tasks.data.prepare import DATASET
+
+    say(f"raw/{RAW_FILE} (sha256 {digest[:12]}) is new: waiting for a prepare_dataset run to take it "
+        f"({describe_schedule(prepare_schedule())})")
+    since, followed, passed, triggered, idle = datetime.now(UTC), set(), set(), None, 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = ledger.processed(lake, DATASET, digest)
+        if entry is not None:
+            if entry["run_id"] not in followed:
+                airflow.follow("prepare_dataset", entry["run_id"], timeout=60)
+            say(f"prepared by prepare_dataset {entry['run_id']} into {entry['partition']}")
+            return entry["run_id"]
+        if lake.exists(ledger.LEDGER_CONTAINER, ledger.rejected_path(DATASET, digest)):
+            rejected = json.loads(lake.read_bytes(ledger.LEDGER_CONTAINER, ledger.rejected_path(DATASET, digest)))
+            raise SystemExit(f"raw/{RAW_FILE} was refused: {rejected['reason']}")
+        runs = airflow.runs("prepare_dataset", limit=10)
+        for run in runs:
+            # Runs going on, and runs that ended since this wait began (one may fail between looks).
+            run_id, active = run["dag_run_id"], run["state"] in ACTIVE
+            recent = active or (run.get("end_date") and _when(run["end_date"]) >= since)
+            if run_id in followed | passed or not recent:
+                continue
+            if file_taken_by(airflow, run_id) != RAW_FILE:
+                if not active:  # ended without taking it: never will
+                    passed.add(run_id)
+                continue
+            followed.add(run_id)
+            say(f"prepare_dataset {run_id} ({run['run_type']}) took raw/{RAW_FILE}")
+            airflow.follow("prepare_dataset", run_id, timeout=max(deadline - time.monotonic(), 60))
+        idle = 0 if any(run["state"] in ACTIVE for run in runs) else idle + 1
+        if triggered is None and idle >= 2:
+            # No run is looking, twice in a row (so not a DAG the scheduler is about to start a run
+            # of): between two scheduled runs, or no schedule. Start one for this file; should a
+            # scheduled run take the file first, this one finds it prepared and skips.
+            triggered = airflow.trigger("prepare_dataset", {"raw_file": RAW_FILE})
+        time.sleep(3)
+    raise SystemExit(f"raw/{RAW_FILE} was not prepared within {timeout:.0f}s (see prepare_dataset in the Airflow UI)")
 
 
 def run_pipelines(mirror: bool) -> None:
@@ -342,25 +464,33 @@ def run_pipelines(mirror: bool) -> None:
         return
     airflow = Airflow()
     airflow.wait_for_dags(PIPELINE_DAGS)
-    # A promotion's asset event starts deploy_model by itself; a paused DAG would only queue it.
-    airflow.unpause("deploy_model")
-    prepare = airflow.trigger("prepare_dataset")
-    airflow.follow("prepare_dataset", prepare, timeout=1200)
-    split = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}/taskInstances/split")
-    train = None
-    if split["state"] == "success":
-        # The dataset event is emitted by the split task, before the prepare run itself ends.
-        started = airflow.call("GET", f"/dags/prepare_dataset/dagRuns/{prepare}")["start_date"]
-        train = airflow.asset_triggered_run("train_model", after=started)
-        airflow.follow("train_model", train, timeout=3600)
+    # The schedule and the asset events start these by themselves; paused, they would only queue.
+    for dag_id in ("prepare_dataset", "train_model", "deploy_model"):
+        airflow.unpause(dag_id)
+    lake = open_lake()
+    entry = prepared_before()
+    if entry is None:
+        # Not "the run triggered here": prepare_dataset runs on its schedule too, and whichever run
+        # takes the file, the ledger names it, and its dataset event is what starts train_model.
+        prepare = prepare_raw_file(airflow, lake, raw_digest(lake))
+        train = airflow.run_started_by("train_model", "prepare_dataset", prepare)
+        say(f"train_model {train['dag_run_id']}, started by the dataset event of prepare_dataset {prepare}")
     else:
-        # prepare_dataset skips raw content it prepared before: no new partition, no dataset
-        # event, so train_model does not run and the registered champion stays.
-        say("the raw data was prepared before: no new partition, train_model is not run again")
-    if train is not None and promoted_by(airflow, "train_model", train):
+        # Unless an earlier `up` left that chain running (interrupted): then it is followed to its end.
+        train = airflow.run_started_by("train_model", "prepare_dataset", entry["run_id"], timeout=0)
+        if train is not None and train["state"] in ACTIVE:
+            say(f"raw/{RAW_FILE} was prepared by {entry['run_id']} (sha256 {entry['sha256'][:12]}) and "
+                f"train_model {train['dag_run_id']} is still running on it: following it")
+        else:
+            train = None
+            say(f"raw/{RAW_FILE} was prepared before by {entry['run_id']} (sha256 {entry['sha256'][:12]}): "
+                "no new partition, train_model is not run again")
+    if train is not None:
+        airflow.follow("train_model", train["dag_run_id"], timeout=3600)
+    if train is not None and promoted_by(airflow, "train_model", train["dag_run_id"]):
         # The gate promoted: that run's asset event started deploy_model. Following it, instead of
         # triggering one more, leaves exactly one deploy of the new champion.
-        follow_asset_deploy(airflow, "train_model", train)
+        follow_asset_deploy(airflow, "train_model", train["dag_run_id"])
     else:
         # Nothing was promoted (the gate kept the champion, or nothing trained): serve the champion,
         # which may not be running (after `down`).
@@ -382,6 +512,15 @@ def up(args: argparse.Namespace) -> None:
     ensure_raw_data(args.rows)
     run_pipelines(args.mirror)
     model = MODEL_NAME
+    schedule = prepare_schedule()
+    drop = LOCAL / "datalake" / "raw" / RAW_FILE.split("/")[0] / "YYYY" / "MM" / "DD" / "wachttijden.csv"
+    if schedule.schedule:
+        new_data = (f"  drop a file at {drop}\n  (write it elsewhere, then move it there): prepare_dataset takes it "
+                    f"and runs the chain\n  ({describe_schedule(schedule)}).\n"
+                    "  In the Airflow UI: Dags -> prepare_dataset, train_model, deploy_model -> Runs.")
+    else:
+        new_data = (f"  put a file at {drop}, then trigger prepare_dataset in the Airflow UI\n"
+                    "  (prepare_dataset has no schedule here).")
     # The prediction scripts default to the default ports; spell out any other.
     overrides = {"SLUICE_INFERENCE_PORT": (PORTS.inference, 8081), "SLUICE_ROUTER_PORT": (PORTS.router, 8082)}
     port_env = "".join(f"{k}={v} " for k, (v, default) in overrides.items() if v != default)
@@ -394,6 +533,9 @@ Sluice is up.
   Inference (V1)  http://127.0.0.1:{PORTS.inference}/v1/models/{model}:predict"""
         + (f"\n  Mirror router   http://127.0.0.1:{PORTS.router}/v2/models/{model}/infer" if args.mirror else "")
         + f"""
+
+New raw data:
+{new_data}
 
 Try a prediction:
   {port_env}./scripts/perform-prediction.sh"""

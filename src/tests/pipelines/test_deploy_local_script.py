@@ -1,4 +1,6 @@
-"""The README's main command, for real: ./deploy-local.sh up twice (it converges), a prediction, status, down."""
+"""The README's main command, for real: ./deploy-local.sh up twice (it converges), a prediction, a raw file
+dropped into the lake running the whole chain by itself (and the same content again running nothing),
+status, down."""
 
 from __future__ import annotations
 
@@ -7,33 +9,66 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from tasks.data import ledger
+from tasks.data.datalake import open_datalake
+from tasks.data.generate import generate
+from tasks.data.prepare import DATASET
 from tests.support.processes import REPO_ROOT, free_port
+from tests.tasks.drift_data import shifted, to_csv_bytes
 
 pytestmark = pytest.mark.slow
+
+ROWS = 3000
+# prepare_dataset in this platform starts a run every minute that looks once (watch_minutes 0): the
+# shortest cycle a cron allows, so "picked up" and "looked at and left alone" each take about a minute.
+# The shipped local schedule (variables/local/schedules.json) is every 5 minutes, watching 4.
+TEST_SCHEDULE = {"prepare_dataset": {"schedule": "* * * * *", "watch_minutes": 0}}
+CHAIN_DAGS = ("prepare_dataset", "train_model", "deploy_model")
 
 
 @pytest.fixture(scope="module")
 def local_env(tmp_path_factory):
     """A throw-away platform on free ports, beside any developer platform on the default ones."""
+    schedules = tmp_path_factory.mktemp("schedules") / "schedules.json"
+    schedules.write_text(json.dumps(TEST_SCHEDULE))
     env = {
         **os.environ,
         "SLUICE_LOCAL_DIR": str(tmp_path_factory.mktemp("platform")),
-        "SLUICE_ROWS": "3000",
+        "SLUICE_ROWS": str(ROWS),
         "SLUICE_EPOCHS": "1",
         "SLUICE_AIRFLOW_PORT": str(free_port()),
         "SLUICE_MLFLOW_PORT": str(free_port()),
         "SLUICE_INFERENCE_PORT": str(free_port()),
         "SLUICE_ROUTER_PORT": str(free_port()),
+        # Read by the DAG file in the platform's dag-processor and task processes (they inherit it).
+        "SLUICE_SCHEDULES_FILE": str(schedules),
     }
     # The test process's own Airflow settings must not leak into the platform's.
     for key in [k for k in env if k.startswith(("AIRFLOW__", "AIRFLOW_VAR_")) or k == "AIRFLOW_HOME"]:
         del env[key]
     yield env
     subprocess.run([str(REPO_ROOT / "deploy-local.sh"), "down"], env=env, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def first_up(local_env) -> subprocess.CompletedProcess:
+    """The first ./deploy-local.sh: everything started, the reference data prepared, trained and served.
+
+    prepare_dataset's schedule starts a run as soon as the DAG appears, so this `up` races the
+    scheduled runs for its own raw file: whichever run takes it, `up` must follow that chain.
+    """
+    first = run(local_env, "deploy-local.sh")
+    print(first.stdout)  # shown with a failing test's report (and with -rP)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return first
 
 
 def run(env, *args, timeout=1800) -> subprocess.CompletedProcess:
@@ -47,10 +82,10 @@ def service_pids(env) -> dict[str, int]:
             for name in os.listdir(run_dir) if name.endswith(".json")}
 
 
-def test_deploy_local_up_predict_rerun_status_down(local_env):
-    first = run(local_env, "deploy-local.sh")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+def test_deploy_local_up_predict_rerun_promote_restart_status(local_env, first_up):
+    first = first_up
     assert "Sluice is up." in first.stdout
+    assert "New raw data:" in first.stdout and "YYYY/MM/DD/wachttijden.csv" in first.stdout
     passwords = os.path.join(local_env["SLUICE_LOCAL_DIR"], "airflow", "simple_auth_manager_passwords.json.generated")
     password = json.load(open(passwords))["admin"]
     assert password not in first.stdout + first.stderr, "the Airflow password must never be printed"
@@ -58,6 +93,17 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
         assert f"[{dag_id}]" in first.stdout
     pids = service_pids(local_env)
     assert {"mlflow", "airflow-api-server", "airflow-scheduler", "model"} <= set(pids)
+    # Whichever run prepared the reference file (scheduled, or triggered by `up` when none was
+    # looking), `up` followed that one and the train_model run its dataset event started.
+    lake = Path(local_env["SLUICE_LOCAL_DIR"]) / "datalake"
+    reference = ledger.processed(open_datalake(str(lake)), DATASET,
+                                 ledger.content_digest((lake / "raw" / "wachttijden" / "wachttijden.csv").read_bytes()))
+    assert reference is not None, "the reference file's content is not in the ledger"
+    assert f"prepared by prepare_dataset {reference['run_id']}" in first.stdout
+    (train,) = dag_runs(local_env, "train_model")
+    assert consumed_from(local_env, "train_model", train["dag_run_id"]) == [("prepare_dataset", reference["run_id"])]
+    assert f"train_model {train['dag_run_id']}, started by the dataset event of prepare_dataset " \
+           f"{reference['run_id']}" in first.stdout
     # The first model is promoted by the gate; its asset event deploys it, and deploy-local follows
     # that run instead of triggering a second one.
     assert [run["run_type"] for run in dag_runs(local_env, "deploy_model")] == ["asset_triggered"]
@@ -104,6 +150,81 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
     assert status.returncode == 0 and "model" in status.stdout and "running" in status.stdout
     assert "restarts=1 (last: killed by SIGKILL)" in status.stdout
 
+
+
+def test_a_raw_file_dropped_into_the_lake_runs_the_chain_by_itself_and_the_same_content_again_nothing(
+    local_env, first_up
+):
+    """Issue 11: a second raw file with shifted data starts prepare -> train -> evaluate (-> deploy when
+    promoted) with nobody triggering anything; the same bytes dropped again under another date train nothing."""
+    lake = Path(local_env["SLUICE_LOCAL_DIR"]) / "datalake"
+    datalake = open_datalake(str(lake))
+    # Other rows (seed 43, not the reference's 42), most waits turned into treatments and 6 weeks longer.
+    data = to_csv_bytes(shifted(generate(ROWS, seed=43), seed=21))
+    digest = ledger.content_digest(data)
+    deploys_before = len(dag_runs(local_env, "deploy_model"))
+    today = datetime.now(UTC).date()
+    raw_file = drop_raw_file(lake, today, data)
+
+    entry = wait_for(local_env, f"the ledger to record {raw_file} (sha256 {digest[:12]}) as prepared", 240,
+                     lambda: not_refused(datalake, digest) and ledger.processed(datalake, DATASET, digest))
+    assert entry["raw_file"] == raw_file, entry
+    prepare_id = entry["run_id"]
+    prepare = wait_for(local_env, f"prepare_dataset {prepare_id} to end", 120,
+                       lambda: ended(local_env, "prepare_dataset", prepare_id))
+    # Nobody triggered it: a run of the schedule found the file by itself.
+    assert (prepare["run_type"], prepare["state"]) == ("scheduled", "success"), prepare
+    assert set(task_states(local_env, "prepare_dataset", prepare_id).values()) == {"success"}
+    assert len(os.listdir(lake / "preprocessed" / "wachttijden")) == 2
+
+    train = wait_for(local_env, f"a train_model run started by the dataset event of prepare_dataset {prepare_id}",
+                     120, lambda: run_started_by(local_env, "train_model", "prepare_dataset", prepare_id))
+    train_id = train["dag_run_id"]
+    train = wait_for(local_env, f"train_model {train_id} to end", 600,
+                     lambda: ended(local_env, "train_model", train_id))
+    states = task_states(local_env, "train_model", train_id)
+    print(f"{raw_file}: prepared by {prepare_id}, trained by {train_id}, promote={states['promote']}")
+    assert train["state"] == "success" and states["evaluate"] == "success", states
+    assert states["promote"] in ("success", "skipped"), states
+    if states["promote"] == "success":
+        # The gate promoted: the new-champion event started deploy_model, which now serves that version.
+        deploy = wait_for(local_env, f"a deploy_model run started by the champion event of train_model {train_id}",
+                          120, lambda: run_started_by(local_env, "deploy_model", "train_model", train_id))
+        deploy_id = deploy["dag_run_id"]
+        deploy = wait_for(local_env, f"deploy_model {deploy_id} to end", 300,
+                          lambda: ended(local_env, "deploy_model", deploy_id))
+        assert deploy["state"] == "success", task_states(local_env, "deploy_model", deploy_id)
+        (event,) = api(local_env, f"/dags/deploy_model/dagRuns/{deploy_id}/upstreamAssetEvents")["asset_events"]
+        promoted = str(event["extra"]["version"])
+        assert champion_version(local_env) == promoted == served_version(local_env)
+        print(f"deployed version {promoted} by {deploy_id}")
+    else:
+        # The gate kept the champion: no champion event, so nothing was deployed.
+        assert len(dag_runs(local_env, "deploy_model")) == deploys_before
+
+    # The same content again, under the next day's date: looked at, known, nothing trains.
+    trains = {r["dag_run_id"] for r in dag_runs(local_env, "train_model")}
+    entries = ledger_entries(lake)
+    again = drop_raw_file(lake, today + timedelta(days=1), data)
+    dropped, dropped_clock = datetime.now(UTC), time.monotonic()
+    # One full cycle: a prepare_dataset run that started after the file landed (so its sensor saw it) and ended.
+    look = wait_for(local_env, f"a prepare_dataset run started after {again} landed to end", 240,
+                    lambda: next((r for r in dag_runs(local_env, "prepare_dataset")
+                                  if r["start_date"] and when(r["start_date"]) > dropped
+                                  and r["state"] in ("success", "failed")), None))
+    states = task_states(local_env, "prepare_dataset", look["dag_run_id"])
+    print(f"{again}: looked at by {look['dag_run_id']} ({states}), {time.monotonic() - dropped_clock:.0f}s after")
+    assert look["state"] == "success" and states["wait_for_raw_file"] == "skipped", (look, states)
+    index = json.loads((lake / "intermediate" / "raw_index" / "wachttijden.json").read_text())
+    assert index["files"][again]["sha256"] == digest, "the look did not hash the file dropped again"
+    assert ledger_entries(lake) == entries
+    assert {r["dag_run_id"] for r in dag_runs(local_env, "train_model")} == trains
+    assert len(os.listdir(lake / "preprocessed" / "wachttijden")) == 2
+
+
+def test_deploy_local_down_stops_every_process(local_env, first_up):
+    pids = service_pids(local_env)
+    assert {"mlflow", "airflow-api-server", "airflow-scheduler", "model"} <= set(pids)
     down = run(local_env, "deploy-local.sh", "down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert service_pids(local_env) == {}
@@ -111,18 +232,125 @@ def test_deploy_local_up_predict_rerun_status_down(local_env):
     assert live_members_of(set(pids.values())) == []
 
 
-def dag_runs(env, dag_id: str) -> list[dict]:
-    """The DAG's runs, from the platform's Airflow REST API."""
+def drop_raw_file(lake: Path, day, data: bytes) -> str:
+    """Deliver a raw file the way a delivery should land: all of it at once, or nothing.
+
+    prepare_dataset's sensor lists raw/wachttijden/ every minute and hashes each .csv it finds. A
+    file written in place could be seen half-written, and that truncated content would be prepared
+    (or refused) and entered in the ledger under a digest nobody meant. So the bytes go to a
+    temporary name outside the raw prefix, on the same file system, and a rename (atomic there)
+    makes the whole file appear under raw/ in one step.
+    """
+    relative = f"wachttijden/{day:%Y/%m/%d}/wachttijden.csv"
+    target = lake / "raw" / relative
+    incoming = lake / "incoming"
+    for folder in (target.parent, incoming):
+        folder.mkdir(parents=True, exist_ok=True)
+    partial = incoming / f"{uuid.uuid4().hex}.csv.part"
+    partial.write_bytes(data)
+    os.replace(partial, target)
+    return relative
+
+
+def not_refused(datalake, digest: str) -> bool:
+    path = ledger.rejected_path(DATASET, digest)
+    if datalake.exists(ledger.LEDGER_CONTAINER, path):
+        pytest.fail(f"the dropped file was refused: {json.loads(datalake.read_bytes(ledger.LEDGER_CONTAINER, path))}")
+    return True
+
+
+def ledger_entries(lake: Path) -> list[str]:
+    return sorted(str(p.relative_to(lake)) for p in (lake / "intermediate" / "ledger").rglob("*.json"))
+
+
+def wait_for(env, what: str, timeout: float, check):
+    """check()'s first truthy value within `timeout` seconds; else fail naming what and listing the DAG runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f}s for {what}; DAG runs:\n{runs_table(env)}")
+        time.sleep(3)
+
+
+def runs_table(env) -> str:
+    lines = []
+    for dag_id in CHAIN_DAGS:
+        for r in dag_runs(env, dag_id)[-12:]:
+            lines.append(f"  {dag_id:16} {r['dag_run_id']:58} {r['run_type']:16} {r['state']:8} "
+                         f"start={r['start_date']} end={r['end_date']}")
+    return "\n".join(lines)
+
+
+def ended(env, dag_id: str, run_id: str) -> dict | None:
+    run = api(env, f"/dags/{dag_id}/dagRuns/{run_id}")
+    return run if run["state"] in ("success", "failed") else None
+
+
+def task_states(env, dag_id: str, run_id: str) -> dict[str, str | None]:
+    tis = api(env, f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def consumed_from(env, dag_id: str, run_id: str) -> list[tuple[str, str]]:
+    """(source DAG, source run) of each asset event that the run consumed."""
+    events = api(env, f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"]
+    return [(e["source_dag_id"], e["source_run_id"]) for e in events]
+
+
+def run_started_by(env, dag_id: str, source_dag_id: str, source_run_id: str) -> dict | None:
+    for run in dag_runs(env, dag_id):
+        # Only started runs: Airflow 3.3 answers 500 for the events of a run with no start_date yet
+        # (apache/airflow#71360).
+        if run["run_type"] == "asset_triggered" and run["start_date"] and (
+            source_dag_id, source_run_id
+        ) in consumed_from(env, dag_id, run["dag_run_id"]):
+            return run
+    return None
+
+
+def when(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+_TOKENS: dict[str, str] = {}
+
+
+def api(env, path: str, **params) -> dict:
+    """GET from the platform's Airflow REST API (v2), logged in as admin with the generated password."""
     base = f"http://127.0.0.1:{env['SLUICE_AIRFLOW_PORT']}"
-    passwords = os.path.join(env["SLUICE_LOCAL_DIR"], "airflow", "simple_auth_manager_passwords.json.generated")
-    login = json.dumps({"username": "admin", "password": json.load(open(passwords))["admin"]}).encode()
-    request = urllib.request.Request(f"{base}/auth/token", data=login, headers={"Content-Type": "application/json"})
+    if base not in _TOKENS:
+        passwords = os.path.join(env["SLUICE_LOCAL_DIR"], "airflow", "simple_auth_manager_passwords.json.generated")
+        login = json.dumps({"username": "admin", "password": json.load(open(passwords))["admin"]}).encode()
+        request = urllib.request.Request(f"{base}/auth/token", data=login,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            _TOKENS[base] = json.load(response)["access_token"]
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    request = urllib.request.Request(f"{base}/api/v2{path}{query}",
+                                     headers={"Authorization": f"Bearer {_TOKENS[base]}"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        token = json.load(response)["access_token"]
-    request = urllib.request.Request(f"{base}/api/v2/dags/{dag_id}/dagRuns",
-                                     headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["dag_runs"]
+        return json.load(response)
+
+
+def dag_runs(env, dag_id: str) -> list[dict]:
+    """The DAG's runs, oldest first, from the platform's Airflow REST API."""
+    return api(env, f"/dags/{dag_id}/dagRuns", limit=100, order_by="id")["dag_runs"]
+
+
+def served_version(env) -> str:
+    """The registered version the local model server was started with."""
+    state = json.loads((Path(env["SLUICE_LOCAL_DIR"]) / "run" / "model.json").read_text())
+    return str(state["meta"]["version"])
+
+
+def champion_version(env) -> str:
+    url = (f"http://127.0.0.1:{env['SLUICE_MLFLOW_PORT']}/api/2.0/mlflow/registered-models/alias"
+           "?name=wachttijden&alias=champion")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(json.load(response)["model_version"]["version"])
 
 
 def registered_versions(env) -> list[str]:
