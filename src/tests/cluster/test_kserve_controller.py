@@ -219,11 +219,8 @@ def settled(cluster: SimCluster, *args: str, quiet_s: float = 3, timeout: float 
 def script_runs(kserve, sim_cluster: SimCluster) -> dict:  # noqa: F811 - fixture
     """./deploy-model.sh --storage-uri twice against the cluster with KServe's manager running."""
     # The InferenceService runs as ServiceAccount sluice-models (deploy-model.sh's default; on a real
-    # cluster it carries the storage credentials), which no deploy script creates.
-    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sluice-models",
-                                                                          "namespace": NAMESPACE}}
-    sim_cluster.kubectl("apply", "--server-side", "--field-manager=sluice-tests", "-f", "-",
-                        stdin=json.dumps(account))
+    # cluster it carries the storage credentials): deploy-cluster.sh created it (deploy/base/models-namespace).
+    sim_cluster.kubectl("get", "serviceaccount", "sluice-models", "-n", NAMESPACE)
     first = deploy_model_script(sim_cluster)
     assert first.returncode == 0, f"first ./deploy-model.sh failed:\n{first.stderr[-6000:]}"
     before = settled(sim_cluster, "inferenceservice", SCRIPT_MODEL, "-n", NAMESPACE)

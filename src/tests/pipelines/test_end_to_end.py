@@ -101,7 +101,8 @@ def test_the_same_raw_content_again_prepares_nothing_and_emits_no_dataset_event(
 
     lake = open_datalake(str(trained["lake_dir"]))
     before = complete_partitions(lake)
-    run = load_dag("prepare_dataset").test()
+    # No watching: nothing new is there to wait for (the local schedule's runs watch for minutes).
+    run = load_dag("prepare_dataset").test(run_conf={"watch_minutes": 0})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success"
     assert states["check_new"] == "skipped" and states["split"] == "skipped"
