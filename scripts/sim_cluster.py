@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from simcluster import kserve, objects, pki  # noqa: E402 - after the path setup above
 
 from tasks.deploy import processes  # noqa: E402
+from tasks.deploy.versions import read_versions  # noqa: E402
 
 STATE = Path(os.environ.get("SLUICE_SIM_DIR", ROOT / ".local" / "sim-cluster")).resolve()
 RUN_DIR = STATE / "run"
@@ -51,20 +52,11 @@ KSERVE_DIR = STATE / "kserve"
 POD_CIDR = "10.244.0.0/16"
 
 
-def versions() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "deploy" / "versions.env").read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, value = line.split("=", 1)
-            pins[key.strip()] = value.strip()
-    return pins
-
-
 def tool(component: str, binary: str) -> Path:
     """Path of a binary built by scripts/setup.sh cluster; exits with the command to run if it is missing."""
     version_key = {"kubernetes": "KUBERNETES_VERSION", "etcd": "ETCD_VERSION", "kwok": "KWOK_VERSION",
                    "helm": "HELM_VERSION", "kserve": "KSERVE_CONTROLLER_VERSION"}[component]
-    path = CACHE / "bin" / f"{component}-{versions()[version_key]}" / binary
+    path = CACHE / "bin" / f"{component}-{read_versions()[version_key]}" / binary
     if not os.access(path, os.X_OK):
         sys.exit(f"error: {path} is missing: build the cluster tools first with `scripts/setup.sh cluster`")
     return path

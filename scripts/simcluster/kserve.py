@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROOT = Path(__file__).resolve().parents[2]
 NETNS_SCRIPT = Path(__file__).resolve().with_name("netns.py")
 # The service name in the simulated cluster's run folder (so its log is <run>/kserve-controller.log).
 SERVICE = "kserve-controller"
@@ -73,15 +72,6 @@ VALIDATING = {
     "inferencegraph.kserve-webhook-server.validator": (
         "/validate-serving-kserve-io-v1alpha1-inferencegraph", "serving.kserve.io", "inferencegraphs", None),
 }
-
-
-def pinned(key: str) -> str:
-    """A pin of deploy/versions.env (KSERVE_CONTROLLER_VERSION: the build of the manager)."""
-    for line in (ROOT / "deploy" / "versions.env").read_text(encoding="utf-8").splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.strip() == key:
-            return value.strip()
-    raise KeyError(f"deploy/versions.env has no {key}")
 
 
 def cert_dir(tmpdir: Path) -> Path:

@@ -25,10 +25,9 @@ from simcluster.kserve import (  # noqa: E402 - after the path setup above
     WEBHOOK_NAME,
     log_entries,
     manager_part,
-    pinned,
 )
 
-__all__ = ["SERVICE", "WEBHOOK_KINDS", "WEBHOOK_NAME", "KServeController", "log_entries", "pinned", "recorded",
+__all__ = ["SERVICE", "WEBHOOK_KINDS", "WEBHOOK_NAME", "KServeController", "log_entries", "recorded",
            "sim_cluster_sh"]
 SIM_CLUSTER_SH = REPO_ROOT / "scripts" / "sim-cluster.sh"
 

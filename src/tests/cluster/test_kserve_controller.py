@@ -24,10 +24,11 @@ from tasks.config import Settings
 from tasks.deploy import kubernetes as k8s
 from tasks.deploy import manifests
 from tasks.deploy.deployment import Deployment
+from tasks.deploy.versions import read_versions
 from tasks.registry import ResolvedVersion
 from tests.cluster.conftest import SimCluster
 from tests.cluster.fixtures_serving import NAMESPACE, condition, get_json, kserve, managers  # noqa: F401 - fixture
-from tests.cluster.kserve_controller import WEBHOOK_KINDS, WEBHOOK_NAME, log_entries, pinned, recorded, sim_cluster_sh
+from tests.cluster.kserve_controller import WEBHOOK_KINDS, WEBHOOK_NAME, log_entries, recorded, sim_cluster_sh
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,7 @@ class TestControllerProcess:
         assert host_listeners == {("127.0.0.1", kserve.webhook_port)}
 
     def test_should_run_the_pinned_kserve_build_in_standard_mode(self, kserve, sim_cluster):  # noqa: F811
-        assert kserve.command[0].endswith(f"/kserve-{pinned('KSERVE_CONTROLLER_VERSION')}/manager")
+        assert kserve.command[0].endswith(f"/kserve-{read_versions()['KSERVE_CONTROLLER_VERSION']}/manager")
         config = get_json(sim_cluster, "configmap", "inferenceservice-config", "-n", "kserve")
         assert json.loads(config["data"]["deploy"])["defaultDeploymentMode"] == "Standard"
         assert not any(e.get("level") == "error" and "webhook" in e.get("msg", "").lower()

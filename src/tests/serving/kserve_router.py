@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.deploy.versions import read_versions
 from tests.serving.servers import Service
 from tests.support.processes import REPO_ROOT, free_port, http_ok, start_process, stop_process, wait_until
 
@@ -19,18 +20,10 @@ NETNS_SCRIPT = REPO_ROOT / "scripts" / "simcluster" / "netns.py"
 BUILD_COMMAND = "bash scripts/build-cluster-tools.sh kserve"
 
 
-def _pinned(key: str) -> str:
-    for line in (REPO_ROOT / "deploy" / "versions.env").read_text(encoding="utf-8").splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.strip() == key:
-            return value.strip()
-    raise KeyError(f"deploy/versions.env has no {key}")
-
-
 def kserve_router_binary() -> Path:
     """Where scripts/build-cluster-tools.sh puts the router of the pinned KServe version (may not exist yet)."""
     cache = Path(os.environ.get("SLUICE_CACHE") or Path.home() / ".cache" / "sluice")
-    return cache / "bin" / f"kserve-{_pinned('KSERVE_CONTROLLER_VERSION')}" / "router"
+    return cache / "bin" / f"kserve-{read_versions()['KSERVE_CONTROLLER_VERSION']}" / "router"
 
 
 def graph_json(spec: Mapping) -> str:
