@@ -217,7 +217,8 @@ def up() -> int:
         key = {"kube-apiserver": "apiserver", "kube-controller-manager": "controller_manager",
                "kube-scheduler": "scheduler"}.get(name, name)
         service, started = processes.ensure(
-            RUN_DIR, name, cmds[name], port=port[key], role=processes.Role(name=name, stop_order=-order)
+            RUN_DIR, name, cmds[name], port=port[key],
+            role=processes.Role(name=name, stop_order=-order, scheme=health_url(name, port).split(":")[0]),
         )
         wait_healthy(service, health_url(name, port))
         print(f"{name:24} {'started' if started else 'already running'} (pid {service.pid})", file=sys.stderr)

@@ -46,6 +46,8 @@ class Role:
     # Lower stops first: a service that forwards to others (the mirroring router) stops before
     # them, so it never forwards to a stopped server.
     stop_order: int = 0
+    # How its port is spoken to, for the URL `status` shows (the simulated cluster's API server: https).
+    scheme: str = "http"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Service:
     @property
     def url(self) -> str | None:
         """Loopback base URL when the service has a port."""
-        return f"http://127.0.0.1:{self.port}" if self.port else None
+        return f"{self.role.scheme}://127.0.0.1:{self.port}" if self.port else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Service:
