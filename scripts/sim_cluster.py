@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -162,15 +161,11 @@ def _status(url: str) -> int | None:
 
 
 def wait_healthy(service: processes.Service, url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while _status(url) != 200:
-        if not processes.is_running(service):
-            code = processes.exit_code(RUN_DIR, service.name)
-            sys.exit(f"error: {service.name} exited (code {code}); last lines of {service.log}:\n"
-                     f"{processes.log_tail(service.log)}")
-        if time.monotonic() > deadline:
-            sys.exit(f"error: {service.name} not healthy at {url} after {timeout:.0f}s; see {service.log}")
-        time.sleep(0.3)
+    try:
+        processes.wait_for(service, lambda: _status(url) == 200, timeout=timeout, what=f"healthy at {url}",
+                           poll_interval=0.3)
+    except (processes.ServiceExited, TimeoutError) as exc:
+        sys.exit(f"error: {exc}")
 
 
 def write_stages() -> None:
@@ -270,15 +265,14 @@ def kserve_up(timeout: float = 300) -> int:
     env = {"POD_NAMESPACE": kserve.KSERVE_NAMESPACE, "TMPDIR": str(tmpdir), "KUBECONFIG": str(KUBECONFIG)}
     service, started = processes.ensure(RUN_DIR, kserve.SERVICE, cmd, env=env, role=KSERVE_ROLE,
                                         meta={"webhooks": kserve.webhook_url(webhook_port)})
-    deadline = time.monotonic() + timeout
     log = Path(service.log)
-    while not (kserve.workers_started(log) and kserve.webhook_serves(webhook_port, ca_file)):
-        if not processes.is_running(service):
-            code = processes.exit_code(RUN_DIR, service.name)
-            sys.exit(f"error: {service.name} exited (code {code}); last lines of {log}:\n{processes.log_tail(log)}")
-        if time.monotonic() > deadline:
-            sys.exit(f"error: {service.name} did not start its controllers within {timeout:.0f}s; see {log}")
-        time.sleep(0.5)
+    try:
+        processes.wait_for(
+            service, lambda: kserve.workers_started(log) and kserve.webhook_serves(webhook_port, ca_file),
+            timeout=timeout, what="running its controllers and webhook server",
+        )
+    except (processes.ServiceExited, TimeoutError) as exc:
+        sys.exit(f"error: {exc}")
     manifest = {"apiVersion": "v1", "kind": "List", "items": kserve.webhook_configurations(webhook_port, ca_pem)}
     kubectl("apply", "--server-side", f"--field-manager={kserve.FIELD_MANAGER}", "-f", "-", stdin=json.dumps(manifest))
     print(f"{service.name:24} {'started' if started else 'already running'} (pid {service.pid}, log {log})",

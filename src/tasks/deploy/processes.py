@@ -260,6 +260,15 @@ def wait_until_ready(
     poll_interval: float = 0.5,
 ) -> None:
     """Poll `url` until `ready(status)`; fail with the log's last lines if the service exits or times out."""
+    wait_for(service, lambda: ready(http_status(url)), timeout=timeout, what=f"ready at {url}",
+             poll_interval=poll_interval)
+
+
+def wait_for(
+    service: Service, check: Callable[[], bool], *, timeout: float, what: str, poll_interval: float = 0.5
+) -> None:
+    """Call `check` until it is true; raise ServiceExited or TimeoutError (with the log's last lines)
+    if the service exits first or `timeout` passes. `what` names the awaited state in the timeout message."""
     deadline = time.monotonic() + timeout
     while True:
         if not is_running(service):
@@ -270,11 +279,11 @@ def wait_until_ready(
                 f"service {service.name!r} exited while starting (exit code {'?' if code is None else code}); "
                 f"last lines of {service.log}:\n{log_tail(service.log)}"
             )
-        if ready(http_status(url)):
+        if check():
             return
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"service {service.name!r} not ready at {url} after {timeout:.0f}s; last lines of "
+                f"service {service.name!r} not {what} after {timeout:.0f}s; last lines of "
                 f"{service.log}:\n{log_tail(service.log)}"
             )
         time.sleep(poll_interval)
