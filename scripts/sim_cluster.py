@@ -255,9 +255,9 @@ def kserve_up(timeout: float = 300) -> int:
                  "run ./deploy-kserve.sh first (or ./deploy-cluster.sh)")
     port = ports()
     webhook_port = port["kserve_webhook"]
-    ca_file = KSERVE_DIR / "webhook-ca.crt"
+    ca_file = PKI / "ca.crt"
     tmpdir = KSERVE_DIR / "tmp"  # the manager's TMPDIR: controller-runtime finds its serving cert there
-    ca_pem = kserve.ensure_serving_cert(kserve.cert_dir(tmpdir), ca_file)
+    ca_pem = kserve.ensure_serving_cert(kserve.cert_dir(tmpdir), PKI)
     cmd = kserve.command(tool("kserve", "manager"), webhook_port, port["apiserver"])
     if processes.running(RUN_DIR, kserve.SERVICE) is None and processes.port_in_use(webhook_port):
         sys.exit(f"error: port {webhook_port} on 127.0.0.1 (kserve_webhook in {STATE / 'ports.json'}) is taken "

@@ -14,7 +14,7 @@ manager's listens on the host at all; the host side of both relays is bound to 1
 
 KServe's own admission webhooks (the chart's, which the deploy scripts drop in the simulated cluster
 because they point at a Service) are registered again with `url: https://127.0.0.1:<webhook port>/…`,
-signed by a CA made here: the InferenceService defaulter and validator, the ServingRuntime and
+signed by the simulated cluster's own CA: the InferenceService defaulter and validator, the ServingRuntime and
 InferenceGraph validators and the pod mutator, as on a real cluster.
 
 This module builds the pieces (certificates, command line, webhook configurations, readiness from the
@@ -24,18 +24,13 @@ log); scripts/sim_cluster.py starts, registers and stops them.
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import ipaddress
 import json
 import socket
 import ssl
 import sys
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from simcluster import pki
 
 NETNS_SCRIPT = Path(__file__).resolve().with_name("netns.py")
 # The service name in the simulated cluster's run folder (so its log is <run>/kserve-controller.log).
@@ -54,8 +49,6 @@ FIELD_MANAGER = "sluice-sim"
 WEBHOOK_KINDS = "mutatingwebhookconfiguration,validatingwebhookconfiguration"
 # The manager is ready when these controllers log "Starting workers".
 CONTROLLERS = frozenset({"inferenceservice", "inferencegraph"})
-CERT_VALIDITY = dt.timedelta(days=365)
-RENEW_BEFORE = dt.timedelta(days=7)
 # KServe's chart (files/kserve/resources.yaml): webhook name -> (path, API group, resources, object selector).
 MUTATING = {
     "inferenceservice.kserve-webhook-server.defaulter": (
@@ -79,54 +72,11 @@ def cert_dir(tmpdir: Path) -> Path:
     return tmpdir / "k8s-webhook-server" / "serving-certs"
 
 
-def _valid(path: Path) -> bool:
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
-
-
-def ensure_serving_cert(certs: Path, ca_file: Path) -> bytes:
-    """The CA (PEM) of the serving cert for 127.0.0.1 in `certs`: kept while valid, so the registered
-    caBundle stays the same across runs; otherwise a new CA and cert (the manager reloads the files)."""
-    if _valid(certs / "tls.crt") and (certs / "tls.key").exists() and _valid(ca_file):
-        return ca_file.read_bytes()
-    now = dt.datetime.now(dt.UTC)
-
-    def build(subject: str, issuer: str, key, signer, *, ca: bool) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + CERT_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_name = "sluice-sim-kserve-webhook-ca"
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = build(ca_name, ca_name, ca_key, ca_key, ca=True)  # its key is dropped: nothing else is signed
-    cert = build("127.0.0.1", ca_name, key, ca_key, ca=False)
-    certs.mkdir(parents=True, exist_ok=True)
-    key_tmp = certs / "tls.key.tmp"
-    key_tmp.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_tmp.chmod(0o600)
-    key_tmp.replace(certs / "tls.key")
-    (certs / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    ca_file.parent.mkdir(parents=True, exist_ok=True)
-    ca_file.write_bytes(ca_pem)
-    return ca_pem
+def ensure_serving_cert(certs: Path, pki_dir: Path) -> bytes:
+    """The serving cert for 127.0.0.1 where controller-runtime looks for it, issued by the simulated
+    cluster's CA (simcluster.pki) and kept while valid; returns that CA (PEM) for the webhooks' caBundle."""
+    pki.ensure_loopback_server_cert(pki_dir, certs / "tls.crt", certs / "tls.key", "kserve-webhook-server")
+    return (pki_dir / "ca.crt").read_bytes()
 
 
 def manager_args(binary: Path) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SERVICE_CIDR = "10.96.0.0/16"
 FIRST_SERVICE_IP = "10.96.0.1"
 VALIDITY = dt.timedelta(days=365)
+# A serving cert this close to its end is issued anew by the next `up`/`kserve`.
+RENEW_BEFORE = dt.timedelta(days=7)
 
 # Client identities: file stem -> (common name, organisation). The controller-manager and scheduler use
 # the identities Kubernetes' built-in RBAC grants them; the admin is in system:masters.
@@ -84,27 +87,44 @@ def _create_ca(pki: Path) -> None:
     (pki / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _issue(pki: Path, stem: str, subject: x509.Name, *, server: bool) -> None:
+def _issue(pki: Path, subject: x509.Name, crt: Path, key_file: Path, *,
+           dns: Sequence[str] = (), ips: Sequence[str] = ()) -> None:
+    """A certificate signed by the cluster's CA: a server cert for `dns`/`ips` when given, else a client cert."""
     ca_cert, ca_key = _load_ca(pki)
     key = _key()
     builder = _builder(subject, ca_cert.subject, key.public_key()).add_extension(
         x509.BasicConstraints(ca=False, path_length=None), critical=True
     )
-    if server:
-        names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                 "kubernetes.default.svc.cluster.local"]
-        ips = ["127.0.0.1", FIRST_SERVICE_IP]
+    if dns or ips:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+                [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
             ),
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     else:
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write_key(pki / f"{stem}.key", key)
-    (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_key(key_file, key)
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _valid(crt: Path) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
+
+
+def ensure_loopback_server_cert(pki: Path, crt: Path, key_file: Path, common_name: str) -> None:
+    """A serving cert for 127.0.0.1 from the cluster's CA (so a caBundle is the CA's own ca.crt), kept
+    while valid and signed by the current CA, else issued anew."""
+    ca_cert, _ = _load_ca(pki)
+    if _valid(crt) and key_file.exists() and x509.load_pem_x509_certificate(crt.read_bytes()).issuer == ca_cert.subject:
+        return
+    _issue(pki, _name(common_name), crt, key_file, ips=["127.0.0.1"])
 
 
 def ensure_pki(pki: Path) -> None:
@@ -114,10 +134,13 @@ def ensure_pki(pki: Path) -> None:
     if not (pki / "ca.crt").exists():
         _create_ca(pki)
     if not (pki / "apiserver.crt").exists():
-        _issue(pki, "apiserver", _name("kube-apiserver"), server=True)
+        _issue(pki, _name("kube-apiserver"), pki / "apiserver.crt", pki / "apiserver.key",
+               dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local"],
+               ips=["127.0.0.1", FIRST_SERVICE_IP])
     for stem, (common_name, org) in CLIENTS.items():
         if not (pki / f"{stem}.crt").exists():
-            _issue(pki, stem, _name(common_name, org), server=False)
+            _issue(pki, _name(common_name, org), pki / f"{stem}.crt", pki / f"{stem}.key")
     if not (pki / "sa.key").exists():
         key = _key()
         _write_key(pki / "sa.key", key)
