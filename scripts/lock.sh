@@ -9,3 +9,4 @@ compile requirements-gpu.in -c requirements.txt --excludes <(echo tensorflow-cpu
 compile requirements-serving.in -o requirements-serving.txt
 compile requirements-dev.in -c requirements.txt -o requirements-dev.txt
 compile requirements-tools.in -o requirements-tools.txt
+compile requirements-app.in -o requirements-app.txt

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environments from the pinned requirement files.
-#   scripts/setup.sh runtime   .venv (pipelines) + .venv-serving (model server)
-#   scripts/setup.sh dev       the same, plus test/lint tools in .venv and checkov in .venv-tools
+#   scripts/setup.sh runtime   .venv (pipelines) + .venv-serving (model server) + .venv-app (web app)
+#   scripts/setup.sh dev       the same, plus test/lint tools in .venv, checkov in .venv-tools and,
+#                              as root, shellcheck and chromium (the browser tests) from Debian
 #   scripts/setup.sh cluster   .venv, plus the local Kubernetes control plane, kwok, helm and KServe's
 #                              controller and router built from Go modules into ~/.cache/sluice/bin
 #                              (cold: tens of minutes once per machine; warm: a second)
@@ -44,13 +45,22 @@ install_node_tools() {  # Azurite (Azure Blob emulator) for the data lake tests,
   sha256sum package-lock.json > "$stamp"
 }
 
-install_system_tools() {  # the shell linter for the deploy scripts: a Debian package, installed as root only
-  command -v shellcheck >/dev/null && return 0
+install_system_tools() {  # Debian packages the tests use, installed as root only (idempotent)
+  apt_install shellcheck shellcheck "the shell lint tests will skip"
+  # The browser tests drive Debian's Chromium by its path; Playwright's own browser download is never used.
+  apt_install /usr/bin/chromium chromium "the browser tests of the web app will fail"
+}
+
+apt_install() {  # apt_install COMMAND_OR_PATH PACKAGE CONSEQUENCE
+  local what=$1 package=$2 consequence=$3
+  if [ -x "$what" ] || command -v "$what" >/dev/null; then
+    return 0
+  fi
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "==> apt-get install shellcheck"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck) >/dev/null
+    echo "==> apt-get install $package"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") >/dev/null
   else
-    echo "note: shellcheck is not installed and this is not root; the shell lint tests will skip" >&2
+    echo "note: $package is not installed and this is not root; $consequence" >&2
   fi
 }
 
@@ -58,11 +68,13 @@ mode=${1:-runtime}
 case "$mode" in
   runtime)
     sync_venv .venv requirements.txt requirements-dev.txt
-    sync_venv .venv-serving requirements-serving.txt ;;
+    sync_venv .venv-serving requirements-serving.txt
+    sync_venv .venv-app requirements-app.txt ;;
   dev)
     sync_venv .venv requirements-dev.txt
     sync_venv .venv-serving requirements-serving.txt
     sync_venv .venv-tools requirements-tools.txt
+    sync_venv .venv-app requirements-app.txt
     install_node_tools
     install_system_tools ;;
   cluster)
