@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,37 +195,11 @@ def _pyfunc_class():
     return WachttijdenPyfunc
 
 
-def _pip_requirements() -> list[str]:
-    # Stated explicitly: inferring them costs ~10 s and lists both tensorflow and tensorflow-cpu.
-    import keras
-    import mlflow
-    import tensorflow as tf
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"tensorflow-cpu=={tf.__version__}",
-        f"keras=={keras.__version__}",
-        f"pandas=={pd.__version__}",
-        f"numpy=={np.__version__}",
-    ]
-
-
 def model_code_folder(work_dir: Path) -> Path:
-    """A `models` package holding only this use case, for MLflow to copy into the model's code/ folder.
+    """A `models` package holding only this use case, for MLflow to copy into the model's code/ folder."""
+    from models.packaging import model_code_folder as packaged_code
 
-    Loading the pickled pyfunc imports `models.wachttijden.model`; the model carries exactly that
-    package (not the pipelines' data-lake, deploy or Kubernetes code), so any Python with the
-    serving requirements can load it.
-    """
-    package_dir = Path(__file__).resolve().parent
-    target = work_dir / "code" / "models"
-    if target.exists():
-        shutil.rmtree(target)
-    (target / package_dir.name).mkdir(parents=True)
-    shutil.copy2(package_dir.parent / "__init__.py", target / "__init__.py")
-    for source in package_dir.glob("*.py"):
-        shutil.copy2(source, target / package_dir.name / source.name)
-    return target
+    return packaged_code(Path(__file__).resolve().parent, work_dir)
 
 
 def _pyfunc_kwargs(
@@ -239,6 +212,8 @@ def _pyfunc_kwargs(
     """
     from mlflow.models import infer_signature
 
+    from models.packaging import pip_requirements
+
     model_dir = save_model_files(work_dir / "model_files", keras_model, vocabularies, **extras)
     example = input_example[list(FEATURES)].astype(str).head(5).reset_index(drop=True)
     predictions = pd.DataFrame({"predictions": WachttijdenModel(keras_model, vocabularies).predict_columns(example)})
@@ -250,7 +225,7 @@ def _pyfunc_kwargs(
         "code_paths": [str(model_code_folder(work_dir))],
         "signature": infer_signature(example, predictions),
         "input_example": example,
-        "pip_requirements": _pip_requirements(),
+        "pip_requirements": pip_requirements(),
     }
 
 
