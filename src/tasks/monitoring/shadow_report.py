@@ -39,6 +39,8 @@ class ShadowReport:
     champion_versions: list[str] = field(default_factory=list)
     shadow_versions: list[str] = field(default_factory=list)
     shadow_errors: dict[str, int] = field(default_factory=dict)  # error message → count (most common first)
+    # |shadow - champion| per compared row, binned (the web app's Shadow page draws it): {"edges", "counts"}.
+    difference_histogram: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +134,19 @@ def compare_shadow(
         champion_versions=sorted({str(v) for v in champion["model_version"].dropna()}),
         shadow_versions=sorted({str(v) for v in shadow["model_version"].dropna()}),
         shadow_errors={str(k): int(v) for k, v in error_counts.items()},
+        difference_histogram=histogram(finite),
     )
+
+
+HISTOGRAM_BINS = 20
+
+
+def histogram(differences: np.ndarray) -> dict[str, list[float]]:
+    """Bin edges and row counts of the finite differences ({} when there are none)."""
+    if not differences.size:
+        return {}
+    counts, edges = np.histogram(differences, bins=HISTOGRAM_BINS)
+    return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
 
 
 def _fmt(value: Any, suffix: str = "") -> str:

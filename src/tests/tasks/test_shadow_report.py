@@ -68,6 +68,10 @@ def test_report_from_hand_written_lines():
     assert report.champion_requests == 3 and report.champion_failures == 0
     assert report.champion_versions == ["1"] and report.shadow_versions == ["2"]
     assert report.shadow_errors == {"unknown categories: X": 1, "did not answer": 1}
+    # The two compared rows differ by 0.2 and 2.0 weeks: one in the first bin, one in the last.
+    histogram = report.difference_histogram
+    assert histogram["edges"][0] == pytest.approx(0.2) and histogram["edges"][-1] == pytest.approx(2.0)
+    assert sum(histogram["counts"]) == 2 and histogram["counts"][0] == histogram["counts"][-1] == 1
     markdown = render_markdown(report)
     assert "| Agreement (|diff| <= 1 weeks) | 50.0% |" in markdown and "did not answer" in markdown
     assert "<table" in render_html(report)
@@ -76,6 +80,7 @@ def test_report_from_hand_written_lines():
 def test_empty_logs_give_an_empty_report(tmp_path):
     report = compare_shadow([tmp_path / "missing.jsonl"])
     assert report.mirrored_requests == 0 and report.agreement_rate is None
+    assert report.difference_histogram == {}
     assert "n/a" in render_markdown(report)
 
 
