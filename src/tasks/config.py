@@ -61,6 +61,17 @@ class Settings:
     # promotion_min_slice_rows test rows) its MAE is above the champion's by more than this relative share.
     promotion_slice_tolerance: float = 0.05
     promotion_min_slice_rows: int = 200
+    # The xray image use case (prepare_images, train_images): its registered model, how much bad
+    # input a raw image set may hold (unusable share, images and share per class; allow_colour converts
+    # RGB-stored gray scans instead of dropping them), its training config (JSON, like train_config),
+    # and its gate: the challenger's test ROC AUC must beat the champion's by this many AUC points.
+    xray_model_name: str = "xray"
+    xray_max_bad_fraction: float = 0.05
+    xray_min_images_per_class: int = 10
+    xray_min_class_share: float = 0.1
+    xray_allow_colour: bool = False
+    xray_train_config: dict = field(default_factory=dict)
+    xray_promotion_margin: float = 0.005
     # Fail a training task at once when TensorFlow sees no GPU, instead of training on CPU for hours
     # (a pod that missed the GPU node pool, an image without CUDA). Off where there is no GPU.
     require_gpu: bool = False

@@ -1,5 +1,7 @@
 """Lineage of a trained model: which data, which raw file content, which code and which Airflow run made it.
 
+For an image set the "raw file" hash is the set's snapshot digest (tasks.data.arrivals.snapshot_digest).
+
 Every training run and every registered model version carries these tags (prepare_dataset's drift
 check reads the first two from the champion):
 
@@ -53,15 +55,15 @@ def git_commit(folder: str | Path) -> str:
     return commit if result.returncode == 0 and _SHA1.match(commit) else UNKNOWN
 
 
-def ledger_entry_for(lake: DataLake, partition: str) -> dict[str, Any] | None:
+def ledger_entry_for(lake: DataLake, partition: str, dataset: str = DATASET) -> dict[str, Any] | None:
     """The ledger record of the raw content prepared into `partition`, or None.
 
     The ledger is keyed by content, so this reads the records one by one; it is the fallback for
     runs whose dataset event did not carry the hash (a manual run naming a partition, older events).
     """
-    prepared, _ = ledger.known_digests(lake, DATASET)
+    prepared, _ = ledger.known_digests(lake, dataset)
     for digest in sorted(prepared):
-        entry = ledger.processed(lake, DATASET, digest)
+        entry = ledger.processed(lake, dataset, digest)
         if entry is not None and entry.get("partition") == partition:
             return entry
     return None
@@ -76,6 +78,7 @@ def lineage_tags(
     code_folder: str | Path,
     event_extra: Mapping[str, Any] | None = None,
     prepare_run_id: str | None = None,
+    dataset: str = DATASET,
 ) -> dict[str, str]:
     """The lineage tags of a model trained on `partition` by Airflow run `dag_id`/`run_id`.
 
@@ -85,7 +88,7 @@ def lineage_tags(
     extra = dict(event_extra or {})
     raw_sha256 = extra.get("raw_sha256")
     if not raw_sha256 or not prepare_run_id:
-        entry = ledger_entry_for(lake, partition) or {}
+        entry = ledger_entry_for(lake, partition, dataset) or {}
         raw_sha256 = raw_sha256 or entry.get("sha256")
         prepare_run_id = prepare_run_id or entry.get("run_id")
     return {

@@ -38,9 +38,12 @@ __all__ = [
 
 
 def register_best(
-    results: list[dict[str, Any]], *, tracking_uri: str, model_name: str, tags: dict[str, str] | None = None
+    results: list[dict[str, Any]], *, tracking_uri: str, model_name: str, tags: dict[str, str] | None = None,
+    metric: str = "mae", higher_is_better: bool = False,
+    description: str = "Waiting time (weeks) per care type and region.",
 ) -> dict[str, Any]:
-    """Register the candidate with the lowest validation MAE and give it the `challenger` alias.
+    """Register the candidate with the best validation `metric` (lowest MAE by default; the image use
+    case takes the highest AUC) and give it the `challenger` alias.
 
     `champion` is never touched here: only a promotion moves it (tasks.evaluation, or the
     promote_model DAG). `tags` (the lineage) are set on the version. Re-running for the same run
@@ -54,14 +57,15 @@ def register_best(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    best = min(results, key=lambda r: r["validation"]["mae"])
+    choose = max if higher_is_better else min
+    best = choose(results, key=lambda r: r["validation"][metric])
     client = MlflowClient(tracking_uri)
     try:
         client.get_registered_model(model_name)
     except MlflowException:
-        client.create_registered_model(model_name, description="Waiting time (weeks) per care type and region.")
+        client.create_registered_model(model_name, description=description)
     existing = client.search_model_versions(f"name='{model_name}' and run_id='{best['run_id']}'")
-    version_tags = {"candidate": best["candidate"], "validation_mae": f"{best['validation']['mae']:.4f}",
+    version_tags = {"candidate": best["candidate"], f"validation_{metric}": f"{best['validation'][metric]:.4f}",
                     **(tags or {})}
     if existing:
         version = existing[0]

@@ -54,14 +54,23 @@ def decode_image(data: bytes, *, allow_colour: bool = False) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def to_model_input(gray: np.ndarray) -> np.ndarray:
-    """A (height, width) uint8 scan as the model's (IMAGE_SIZE, IMAGE_SIZE, 1) float32 input in [0, 1]."""
+def to_model_pixels(gray: np.ndarray) -> np.ndarray:
+    """A (height, width) uint8 scan resized to the model's (IMAGE_SIZE, IMAGE_SIZE) uint8 pixels.
+
+    What the prepared TFRecords store (a quarter of the bytes of float32); dividing by 255 gives
+    exactly to_model_input's values, so training reads the pixels serving computes.
+    """
     from PIL import Image
 
     if gray.ndim != 2:
         raise ImageError(f"expected a 2-D grayscale array, got shape {gray.shape}")
     resized = Image.fromarray(gray).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    return (np.asarray(resized, dtype=np.float32) / 255.0).reshape(IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def to_model_input(gray: np.ndarray) -> np.ndarray:
+    """A (height, width) uint8 scan as the model's (IMAGE_SIZE, IMAGE_SIZE, 1) float32 input in [0, 1]."""
+    return (to_model_pixels(gray).astype(np.float32) / 255.0).reshape(IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
 
 
 def model_input_from_bytes(data: bytes) -> np.ndarray:

@@ -10,11 +10,18 @@ cached in `intermediate/raw_index/<dataset>.json`, keyed by path and the store's
 with every write): a look reads one listing of raw, one of the ledger and this index, and hashes
 only files it has not seen in that exact version. The index is only a cache: without it, files are
 hashed again.
+
+A data set of many files (the xray images under `raw/xray/YYYY/MM/DD/<class>/`) arrives as a set:
+`new_snapshot` digests the content of every file with its class folder into one snapshot digest,
+and the set is new when that digest is in the ledger neither as prepared nor as rejected. Adding,
+removing or relabelling one image makes a new snapshot; renaming or re-dating one does not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,9 +51,11 @@ class RawFile:
         return {"path": self.path, "sha256": self.sha256, "size": self.size, "modified": self.modified.isoformat()}
 
 
-def raw_files(lake: DataLake, prefix: str) -> list[ObjectInfo]:
-    """The CSV files under `raw/<prefix>`, oldest first (by modification time, then path)."""
-    infos = [info for info in lake.list_info("raw", prefix) if info.path.lower().endswith(RAW_SUFFIX)]
+def raw_files(lake: DataLake, prefix: str, suffixes: Sequence[str] = (RAW_SUFFIX,)) -> list[ObjectInfo]:
+    """The files under `raw/<prefix>` ending in one of `suffixes` (CSV by default), oldest first
+    (by modification time, then path)."""
+    suffixes = tuple(s.lower() for s in suffixes)
+    infos = [info for info in lake.list_info("raw", prefix) if info.path.lower().endswith(suffixes)]
     return sorted(infos, key=lambda info: (info.modified, info.path))
 
 
@@ -103,6 +112,46 @@ def next_new_raw(lake: DataLake, prefix: str, *, dataset: str = DATASET) -> RawF
         digests.save(prefix, listed)
 
 
+@dataclass(frozen=True)
+class RawSnapshot:
+    """Every file of a many-file data set under a prefix, as one unit of arrival."""
+
+    prefix: str
+    sha256: str
+    files: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prefix": self.prefix, "sha256": self.sha256, "files": self.files}
+
+
+def snapshot_digest(labelled_digests: Sequence[tuple[str, str]]) -> str:
+    """One digest of a set of (class folder, content sha256) pairs, independent of order and file names."""
+    lines = sorted({f"{label}\t{digest}" for label, digest in labelled_digests})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def current_snapshot(lake: DataLake, prefix: str, *, dataset: str, suffixes: Sequence[str]) -> RawSnapshot | None:
+    """The snapshot of the files under `prefix` now (None when there are none), hashing only changed files."""
+    listed = raw_files(lake, prefix, suffixes)
+    if not listed:
+        return None
+    digests = _Digests(lake, dataset)
+    try:
+        pairs = [(info.path.rsplit("/", 2)[-2] if info.path.count("/") else "", digests.of(info)) for info in listed]
+    finally:
+        digests.save(prefix, listed)
+    return RawSnapshot(prefix, snapshot_digest(pairs), len(listed))
+
+
+def new_snapshot(lake: DataLake, prefix: str, *, dataset: str, suffixes: Sequence[str]) -> RawSnapshot | None:
+    """The current snapshot when the ledger has it neither as prepared nor as rejected; else None."""
+    found = current_snapshot(lake, prefix, dataset=dataset, suffixes=suffixes)
+    if found is None:
+        return None
+    prepared, rejected = ledger.known_digests(lake, dataset)
+    return None if found.sha256 in prepared or found.sha256 in rejected else found
+
+
 def newest_raw(lake: DataLake, prefix: str) -> RawFile | None:
     """The most recently written raw file under `prefix`, new or not (what `reprocess` prepares again)."""
     listed = raw_files(lake, prefix)
@@ -112,13 +161,16 @@ def newest_raw(lake: DataLake, prefix: str) -> RawFile | None:
     return RawFile(info.path, ledger.content_digest(lake.read_bytes("raw", info.path)), info.size, info.modified)
 
 
-def nothing_new(lake: DataLake, prefix: str) -> str:
+def nothing_new(
+    lake: DataLake, prefix: str, *, dataset: str = DATASET, suffixes: Sequence[str] = (RAW_SUFFIX,)
+) -> str:
     """Why a look found nothing to prepare, for the skipped run's log."""
-    count = len(raw_files(lake, prefix))
+    count = len(raw_files(lake, prefix, suffixes))
     where = f"raw/{prefix}" if prefix else "raw/"
     if not count:
-        return f"no raw file (*{RAW_SUFFIX}) under {where} in {lake.describe()}: nothing to prepare"
+        kinds = ", ".join(f"*{s}" for s in suffixes)
+        return f"no raw file ({kinds}) under {where} in {lake.describe()}: nothing to prepare"
     return (
         f"all {count} raw file(s) under {where} hold content that was prepared or rejected before "
-        f"(ledger intermediate/ledger/{DATASET}/): nothing new to prepare or train"
+        f"(ledger intermediate/ledger/{dataset}/): nothing new to prepare or train"
     )

@@ -24,8 +24,8 @@ def partition_for(run_id: str) -> str:
     return "run=" + re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
 
 
-def partition_path(partition: str, name: str) -> str:
-    return f"{DATASET}/{partition}/{name}"
+def partition_path(partition: str, name: str, dataset: str = DATASET) -> str:
+    return f"{dataset}/{partition}/{name}"
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,12 @@ def split_clean(lake: DataLake, partition: str, *, seed: int = 42, fractions: Sp
     return summary
 
 
-def complete_partitions(lake: DataLake) -> list[str]:
+def complete_partitions(lake: DataLake, dataset: str = DATASET) -> list[str]:
     """Partitions of `preprocessed` that have their success marker, oldest first by name."""
     suffix = "/" + SUCCESS_MARKER
     return sorted(
-        path[len(DATASET) + 1 : -len(suffix)]
-        for path in lake.list("preprocessed", DATASET + "/")
+        path[len(dataset) + 1 : -len(suffix)]
+        for path in lake.list("preprocessed", dataset + "/")
         if path.endswith(suffix)
     )
 

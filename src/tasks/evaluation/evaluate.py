@@ -4,6 +4,8 @@ and record the decision on the challenger's model version (tags) and beside its 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -53,17 +55,33 @@ def score_and_decide(
     return decide(challenger_score, Score.of(champion, actual), slices, rules)
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a use case's models are scored on a partition's test split: read it, predict with a registered
+    model (what the gate compares), and decide from both models' predictions."""
+
+    test_split: Callable[[DataLake, str], Any]
+    predict: Callable[[str, Any], np.ndarray]
+    score_and_decide: Callable[[Any, np.ndarray, np.ndarray | None, GateRules], Decision]
+
+
+TABULAR = Scoring(lambda lake, partition: read_split(lake, partition, "test"), predict, score_and_decide)
+
+
+def _score_fields(score: Any) -> list[str]:
+    return [name for _, name in score.REPORT_ROWS]
+
+
 def gate_tags(decision: Decision, context: Context, report_uri: str) -> dict[str, str]:
     """The model version tags that record a decision (the numbers as text, "none" where there is no champion)."""
     champion = decision.champion
+    fields = _score_fields(decision.challenger)
     tags = {
         DECISION_TAG: decision.decision,
         REASON_TAG: decision.reason,
-        TAG_PREFIX + "challenger_mae": f"{decision.challenger.mae:.6f}",
-        TAG_PREFIX + "challenger_rmse": f"{decision.challenger.rmse:.6f}",
+        **{TAG_PREFIX + f"challenger_{name}": f"{getattr(decision.challenger, name):.6f}" for name in fields},
         TAG_PREFIX + "champion_version": context.champion_version or NONE,
-        TAG_PREFIX + "champion_mae": f"{champion.mae:.6f}" if champion else NONE,
-        TAG_PREFIX + "champion_rmse": f"{champion.rmse:.6f}" if champion else NONE,
+        **{TAG_PREFIX + f"champion_{name}": f"{getattr(champion, name):.6f}" if champion else NONE for name in fields},
         TAG_PREFIX + "margin": str(decision.rules.margin),
         TAG_PREFIX + "slice_tolerance": str(decision.rules.slice_tolerance),
         TAG_PREFIX + "min_slice_rows": str(decision.rules.min_slice_rows),
@@ -82,7 +100,7 @@ def record(client: Any, decision: Decision, context: Context) -> str:
     run_id = version.run_id
     client.log_text(run_id, to_markdown(decision, context), f"{REPORT_DIR}/report.md")
     client.log_text(run_id, to_html(decision, context), f"{REPORT_DIR}/report.html")
-    client.log_text(run_id, json.dumps({**decision.to_dict(), "context": vars(context)}, indent=1),
+    client.log_text(run_id, json.dumps({**decision.to_dict(), "context": vars(context)}, indent=1, default=str),
                     f"{REPORT_DIR}/report.json")
     report_uri = f"runs:/{run_id}/{REPORT_DIR}/report.md"
     for key, value in gate_tags(decision, context, report_uri).items():
@@ -99,6 +117,7 @@ def evaluate_challenger(
     challenger_version: str,
     rules: GateRules,
     airflow_run: str = "",
+    scoring: Scoring = TABULAR,
 ) -> dict[str, Any]:
     """Score the challenger version and the current champion on `partition`'s test split, decide, record.
 
@@ -113,18 +132,19 @@ def evaluate_challenger(
     client = MlflowClient(tracking_uri)
     challenger_version = str(challenger_version)
     champion_version = alias_version(client, model_name, CHAMPION)
-    test = read_split(lake, partition, "test")
-    challenger = predict(model_uri(model_name, challenger_version), test)
+    test = scoring.test_split(lake, partition)
+    challenger = scoring.predict(model_uri(model_name, challenger_version), test)
     if champion_version == challenger_version:
         # A repeated evaluation after the promotion: the model is compared with itself and kept as it is.
-        decision = score_and_decide(test, challenger, challenger, rules)
+        decision = scoring.score_and_decide(test, challenger, challenger, rules)
         decision = Decision(False, f"version {challenger_version} is already the {CHAMPION}", rules,
                             decision.challenger, decision.champion, decision.slices)
     else:
-        champion = predict(model_uri(model_name, champion_version), test) if champion_version else None
-        decision = score_and_decide(test, challenger, champion, rules)
+        champion = scoring.predict(model_uri(model_name, champion_version), test) if champion_version else None
+        decision = scoring.score_and_decide(test, challenger, champion, rules)
     context = Context(model_name, challenger_version, champion_version, partition, airflow_run)
     report_uri = record(client, decision, context)
+    metric = rules.objective.metric
     return {
         "decision": decision.decision,
         "promote": decision.promote,
@@ -132,8 +152,11 @@ def evaluate_challenger(
         "model_name": model_name,
         "challenger_version": challenger_version,
         "champion_version": champion_version,
-        "challenger_mae": decision.challenger.mae,
-        "champion_mae": decision.champion.mae if decision.champion else None,
+        "metric": metric,
+        "metric_label": rules.objective.label,
+        f"challenger_{metric}": rules.objective.value(decision.challenger),
+        f"champion_{metric}": rules.objective.value(decision.champion) if decision.champion else None,
+        "challenger_score": asdict(decision.challenger),
         "blocking_slice": decision.blocking_slice.name if decision.blocking_slice else None,
         "partition": partition,
         "report_uri": report_uri,

@@ -9,6 +9,9 @@ promoted when there is no champion yet, or when
    (challenger <= champion * (1 + slice_tolerance) on every such slice).
 
 Slices with fewer rows are listed in the report but do not decide: their MAE is mostly noise.
+
+The metric is per use case (`GateRules.objective`): MAE (lower is better, margin relative to the
+champion's) for wachttijden; ROC AUC (higher is better, margin in AUC points, no slices) for xray.
 """
 
 from __future__ import annotations
@@ -27,6 +30,40 @@ KEEP = "keep"
 
 
 @dataclass(frozen=True)
+class Objective:
+    """The metric the gate compares: a field of the use case's score, its direction, and whether the
+    margin is a share of the champion's value (MAE) or absolute points (AUC, which has a ceiling of 1)."""
+
+    metric: str = "mae"
+    label: str = "MAE"
+    higher_is_better: bool = False
+    relative_margin: bool = True
+
+    def value(self, score: Any) -> float:
+        return float(getattr(score, self.metric))
+
+    def required(self, champion: float, margin: float) -> float:
+        """What the challenger's value must beat (strictly)."""
+        step = champion * margin if self.relative_margin else margin
+        return champion + step if self.higher_is_better else champion - step
+
+    def beats(self, value: float, required: float) -> bool:
+        return value > required if self.higher_is_better else value < required
+
+    def change(self, challenger: float, champion: float) -> str:
+        if not self.relative_margin:
+            return f"{challenger - champion:+.4f}"
+        return f"{(challenger - champion) / champion if champion else math.inf:+.1%}"
+
+    def margin_text(self, margin: float) -> str:
+        return f"{margin:.1%}" if self.relative_margin else f"{margin:.4f}"
+
+
+MAE = Objective()
+ROC_AUC = Objective("auc", "ROC AUC", higher_is_better=True, relative_margin=False)
+
+
+@dataclass(frozen=True)
 class GateRules:
     """The thresholds of the gate (the promotion_* Airflow Variables)."""
 
@@ -34,6 +71,7 @@ class GateRules:
     slice_tolerance: float = 0.05
     min_slice_rows: int = 200
     slice_columns: tuple[str, ...] = SLICE_COLUMNS
+    objective: Objective = MAE
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
@@ -51,6 +89,10 @@ class GateRules:
             min_slice_rows=int(settings.promotion_min_slice_rows),
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        rules = {**asdict(self), "slice_columns": list(self.slice_columns)}
+        return {**rules, "objective": asdict(self.objective)}
+
 
 @dataclass(frozen=True)
 class Score:
@@ -59,6 +101,9 @@ class Score:
     mae: float
     rmse: float
     rows: int
+
+    # (row label, field) of the report's summary table.
+    REPORT_ROWS = (("MAE (weeks)", "mae"), ("RMSE (weeks)", "rmse"))
 
     @classmethod
     def of(cls, predicted: Sequence[float], actual: Sequence[float]) -> Score:
@@ -112,7 +157,7 @@ class Decision:
             "decision": self.decision,
             "promote": self.promote,
             "reason": self.reason,
-            "rules": {**asdict(self.rules), "slice_columns": list(self.rules.slice_columns)},
+            "rules": self.rules.to_dict(),
             "challenger": asdict(self.challenger),
             "champion": asdict(self.champion) if self.champion else None,
             "blocking_slice": self.blocking_slice.name if self.blocking_slice else None,
@@ -153,13 +198,15 @@ def decide(
     slices = tuple(slices)
     if champion is None:
         return Decision(True, "no champion yet: the first model is promoted", rules, challenger, None, slices)
-    required = champion.mae * (1 - rules.margin)
-    if not challenger.mae < required:
-        change = (challenger.mae - champion.mae) / champion.mae if champion.mae else math.inf
+    objective = rules.objective
+    ours, theirs = objective.value(challenger), objective.value(champion)
+    required = objective.required(theirs, rules.margin)
+    if not objective.beats(ours, required):
+        direction, sign = ("higher", ">") if objective.higher_is_better else ("lower", "<")
         return Decision(
             False,
-            f"MAE {challenger.mae:.4f} vs the champion's {champion.mae:.4f} ({change:+.1%}) is not lower by the "
-            f"margin of {rules.margin:.1%} (needs < {required:.4f})",
+            f"{objective.label} {ours:.4f} vs the champion's {theirs:.4f} ({objective.change(ours, theirs)}) is not "
+            f"{direction} by the margin of {objective.margin_text(rules.margin)} (needs {sign} {required:.4f})",
             rules, challenger, champion, slices,
         )
     checked = tuple(s for s in slices if s.rows >= rules.min_slice_rows and s.column in rules.slice_columns)
@@ -173,11 +220,59 @@ def decide(
             f"the champion's {worst.champion_mae:.4f}, beyond the tolerance of {rules.slice_tolerance:.1%}",
             rules, challenger, champion, slices, worst, names,
         )
-    better = (champion.mae - challenger.mae) / champion.mae
+    if objective.higher_is_better:
+        better = f"{objective.change(ours, theirs)} above"
+    else:
+        better = f"{(theirs - ours) / theirs:.1%} below" if objective.relative_margin else f"{theirs - ours:.4f} below"
+    slices_text = (
+        f", and none of the {len(checked)} slices with at least {rules.min_slice_rows} rows is "
+        f"worse by more than {rules.slice_tolerance:.1%}" if rules.slice_columns else " (no slices for this use case)"
+    )
     return Decision(
         True,
-        f"MAE {challenger.mae:.4f} is {better:.1%} below the champion's {champion.mae:.4f} (margin "
-        f"{rules.margin:.1%}), and none of the {len(checked)} slices with at least {rules.min_slice_rows} rows is "
-        f"worse by more than {rules.slice_tolerance:.1%}",
+        f"{objective.label} {ours:.4f} is {better} the champion's {theirs:.4f} (margin "
+        f"{objective.margin_text(rules.margin)}){slices_text}",
         rules, challenger, champion, slices, None, names,
     )
+
+
+@dataclass(frozen=True)
+class ClassifierScore:
+    """A binary classifier's scores: ROC AUC from the positive class's probability, the rest at `threshold`."""
+
+    auc: float
+    accuracy: float
+    precision: float
+    recall: float
+    rows: int
+    confusion: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))  # [actual][predicted]
+
+    REPORT_ROWS = (("ROC AUC", "auc"), ("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"))
+
+    @classmethod
+    def of(cls, positive_probability: Sequence[float], actual: Sequence[int], threshold: float = 0.5,
+           ) -> ClassifierScore:
+        p = np.asarray(positive_probability, dtype=np.float64).reshape(-1)
+        y = np.asarray(actual).reshape(-1).astype(bool)
+        if p.size == 0 or p.size != y.size:
+            raise ValueError(f"need as many probabilities as labels, and some: {p.size} vs {y.size}")
+        predicted = p >= threshold
+        tp, fp = int((predicted & y).sum()), int((predicted & ~y).sum())
+        fn, tn = int((~predicted & y).sum()), int((~predicted & ~y).sum())
+        return cls(
+            auc=roc_auc(p, y), accuracy=(tp + tn) / p.size,
+            precision=tp / (tp + fp) if tp + fp else 0.0, recall=tp / (tp + fn) if tp + fn else 0.0,
+            rows=int(p.size), confusion=((tn, fp), (fn, tp)),
+        )
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve: the chance a random positive scores above a random negative (ties count
+    half), from average ranks (Mann-Whitney U). NaN when one class is absent."""
+    from scipy.stats import rankdata
+
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    if not positives or not negatives:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))

@@ -23,8 +23,8 @@ class Context:
         return f"Evaluation gate: {self.model_name} version {self.challenger_version}"
 
 
-def _score(score: Score | None) -> list[str]:
-    return ["-", "-"] if score is None else [f"{score.mae:.4f}", f"{score.rmse:.4f}"]
+def _score(score: Score | None, fields: list[str]) -> list[str]:
+    return ["-"] * len(fields) if score is None else [f"{getattr(score, name):.4f}" for name in fields]
 
 
 def _summary_header(context: Context) -> list[str]:
@@ -33,8 +33,9 @@ def _summary_header(context: Context) -> list[str]:
 
 
 def _summary_rows(decision: Decision) -> list[list[str]]:
-    challenger, champion = _score(decision.challenger), _score(decision.champion)
-    return [["MAE (weeks)", challenger[0], champion[0]], ["RMSE (weeks)", challenger[1], champion[1]]]
+    labels, fields = zip(*decision.challenger.REPORT_ROWS, strict=True)
+    challenger, champion = _score(decision.challenger, fields), _score(decision.champion, fields)
+    return [list(row) for row in zip(labels, challenger, champion, strict=True)]
 
 
 def _slice_rows(decision: Decision) -> list[list[str]]:
@@ -59,7 +60,10 @@ SLICE_HEADER = ["column", "value", "rows", "champion MAE", "challenger MAE", "ch
 
 def _rules_line(decision: Decision) -> str:
     rules = decision.rules
-    return (f"margin {rules.margin:.1%} on MAE; slice tolerance {rules.slice_tolerance:.1%} on slices of "
+    margin = f"margin {rules.objective.margin_text(rules.margin)} on {rules.objective.label}"
+    if not rules.slice_columns:
+        return f"{margin}; no slices"
+    return (f"{margin}; slice tolerance {rules.slice_tolerance:.1%} on slices of "
             f"{', '.join(rules.slice_columns)} with at least {rules.min_slice_rows} rows")
 
 
@@ -118,15 +122,16 @@ def alert_message(result: dict[str, Any], *, dag_id: str, run_id: str) -> tuple[
     """(subject, body) of the gate's mail, from what `evaluate_challenger` returned."""
     decision, version = result["decision"], result["challenger_version"]
     champion = result.get("champion_version") or "none"
+    metric, label = result.get("metric", "mae"), result.get("metric_label", "MAE")
     subject = f"{dag_id} run {run_id}: {decision} {result['model_name']} version {version} (champion: {champion})"
     body = "\n".join([
         f"DAG:        {dag_id}",
         f"Run:        {run_id}",
         f"Decision:   {decision}",
         f"Reason:     {result['reason']}",
-        f"Challenger: version {version}, MAE {result['challenger_mae']:.4f}",
+        f"Challenger: version {version}, {label} {result[f'challenger_{metric}']:.4f}",
         f"Champion:   {'version ' + champion if champion != 'none' else 'none'}"
-        + (f", MAE {result['champion_mae']:.4f}" if result.get("champion_mae") is not None else ""),
+        + (f", {label} {result[f'champion_{metric}']:.4f}" if result.get(f"champion_{metric}") is not None else ""),
         f"Blocking slice: {result.get('blocking_slice') or 'none'}",
         f"Data:       test split of {result['partition']}",
         f"Report:     {result['report_uri']}",
