@@ -11,3 +11,6 @@ PREPROCESSED_WACHTTIJDEN = Asset(name="wachttijden_preprocessed")
 # promote_model (a manual promotion or a rollback); deploy_model is scheduled on it, so the new
 # champion is served without a person. The extra: model_name, version, previous_version, reason.
 CHAMPION_WACHTTIJDEN = Asset(name="wachttijden_champion")
+
+# The xray use case's new champion (train_images' promote task, promote_model for xray): deploy_xray runs on it.
+CHAMPION_XRAY = Asset(name="xray_champion")

@@ -51,6 +51,9 @@ class Settings:
     local_serving_python: str = ".venv-serving/bin/python"
     local_inference_port: int = 8081
     local_router_port: int = 8082
+    # The xray model server (deploy_xray, ./deploy-local.sh --with-xray). Not 8083: that is the tabular
+    # challenger's port (local_inference_port + 2) under ./deploy-local.sh --mirror.
+    local_xray_port: int = 8084
     # Training hyper-parameters (JSON object), e.g. {"epochs": 10, "batch_size": 256}.
     train_config: dict = field(default_factory=dict)
     # The evaluation gate (train_model's evaluate task) scores challenger and champion on the new
