@@ -1,4 +1,8 @@
-"""Coalesce concurrent prediction requests into one model call, run off the event loop."""
+"""Coalesce concurrent prediction requests into one model call, run off the event loop.
+
+A request is a mapping of equally long columns: lists of values (the tabular model's feature
+columns) or NumPy arrays whose first axis is the row (the image model's `{"images": [n, S, S, 1]}`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-Columns = Mapping[str, Sequence[str]]
+Columns = Mapping[str, Sequence[Any] | np.ndarray]
 
 # Relative tolerance between predictions of one row made in batches of different sizes on other
 # builds (see AdaptiveBatcher: 1 float32 ulp is 6e-8 to 1.2e-7 relative; twice that for margin).
@@ -104,11 +109,11 @@ class AdaptiveBatcher:
             if not batch:
                 continue
             self._last_batch_requests = len(batch)
-            merged = {name: [v for p in batch for v in p.columns[name]] for name in batch[0].columns}
+            merged = {name: _concat([p.columns[name] for p in batch]) for name in batch[0].columns}
             rows = sum(p.rows for p in batch)
             if rows < self._min_call_rows:
                 # Pad with copies of the first row so that the model takes its batched kernels.
-                merged = {name: values + values[:1] * (self._min_call_rows - rows) for name, values in merged.items()}
+                merged = {name: _pad(values, self._min_call_rows - rows) for name, values in merged.items()}
             try:
                 predictions = await loop.run_in_executor(self._executor, self._predict, merged)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
@@ -128,3 +133,16 @@ class AdaptiveBatcher:
         if self._worker is not None:
             self._worker.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _concat(parts: list[Any]) -> Any:
+    """One column of a batch: arrays are stacked along their row axis, anything else joined as a list."""
+    if isinstance(parts[0], np.ndarray):
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return [v for part in parts for v in part]
+
+
+def _pad(values: Any, extra: int) -> Any:
+    if isinstance(values, np.ndarray):
+        return np.concatenate([values, np.repeat(values[:1], extra, axis=0)])
+    return values + values[:1] * extra

@@ -54,3 +54,26 @@ def count_unseen_rows(
         values = frozenset(values)
         rows = sum(1 for value in inputs[name] if value in values)
         UNSEEN_CATEGORY_ROWS.labels(model_name=model_name, feature=name).inc(rows)
+
+
+class BatcherCollector(Collector):
+    """`sluice_model_calls_total` and `sluice_model_call_rows_total`: how well the batcher coalesces requests
+    (rows per call), read from the batcher at scrape time."""
+
+    def __init__(self, model_name: str, batcher: object):
+        self.model_name = model_name
+        self.batcher = batcher
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, help_text, value in (
+            ("sluice_model_calls", "Model calls the batcher made (one per coalesced batch)", self.batcher.batches),
+            ("sluice_model_call_rows", "Rows (or images) in those calls, padding excluded", self.batcher.rows),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["model_name"])
+            family.add_metric([self.model_name], value)
+            yield family
+
+
+def register_batcher_metrics(model_name: str, batcher: object, registry: CollectorRegistry = REGISTRY) -> None:
+    """Expose the batcher's call and row counts on `registry` (KServe serves the default one at /metrics)."""
+    registry.register(BatcherCollector(model_name, batcher))

@@ -7,16 +7,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import kserve
 import numpy as np
 from kserve.errors import InvalidInput
-from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from models.wachttijden.schema import FEATURES
 from serving.batcher import AdaptiveBatcher
 from serving.explain import explain_columns
-from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger, RequestContext
+from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger
 from serving.prediction_log import REQUEST_ID_HEADER
 from serving.request_columns import (
     RequestError,
@@ -25,14 +23,13 @@ from serving.request_columns import (
     columns_from_v2,
     unknown_category_message,
 )
+from serving.served import LoggedServer
 
 logger = logging.getLogger("sluice.model_server")
 
 OUTPUT_NAME = "predictions"
 # A one-row model call takes another matmul kernel than a batched one; see AdaptiveBatcher.
 MIN_CALL_ROWS = 2
-# Only these model URIs are fetched through the MLflow tracking server.
-TRACKED_SCHEMES = ("models:/", "runs:/")
 
 
 @dataclass
@@ -60,7 +57,7 @@ def tensor_of(infer_input: Any, from_grpc: bool) -> Tensor:
     return Tensor(infer_input.name, infer_input.datatype, infer_input.shape, infer_input.data)
 
 
-class WachttijdenServer(kserve.Model):
+class WachttijdenServer(LoggedServer):
     """Serves `models.wachttijden.model.WachttijdenModel` through its traced fast path, batching concurrent requests."""
 
     def __init__(
@@ -75,31 +72,20 @@ class WachttijdenServer(kserve.Model):
         max_explain_rows: int = 100,
         prediction_log: PredictionLogger | None = None,
     ):
-        super().__init__(name)
-        self.model_uri = model_uri
-        self.model_version = model_version or ""
-        self._version_override = model_version
+        super().__init__(name, model_uri, model_version=model_version, prediction_log=prediction_log)
         self.max_rows = max_rows
         self.max_batch_rows = max_batch_rows
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.max_explain_rows = max_explain_rows
-        self.prediction_log = prediction_log or PredictionLogger()
         self.model = None
         self.open_features: frozenset[str] = frozenset()
         self.batcher: AdaptiveBatcher | None = None
 
     def load(self) -> bool:
         """Load the model; raises models.registry.TrackingServerUnavailable at once when MLflow does not answer."""
-        from models.registry import pin_model_uri, require_tracking_server
         from models.wachttijden.model import load_served_model
 
-        if self.model_uri.startswith(TRACKED_SCHEMES):
-            # MLflow's client would retry a refused connection for ~4 minutes before saying anything.
-            require_tracking_server(None)
-        if self._version_override:
-            uri = self.model_uri
-        else:
-            uri, self.model_version = pin_model_uri(self.model_uri)
+        uri = self.pinned_uri()
         self.model, _ = load_served_model(uri)
         # Models logged before open features existed (or loaded by their own older code) have
         # untrained out-of-vocabulary buckets: every feature stays closed for them.
@@ -136,10 +122,6 @@ class WachttijdenServer(kserve.Model):
 
     def get_output_types(self) -> list[dict]:
         return [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
-
-    def validate(self, payload: Any) -> Any:
-        # preprocess() already checked everything; KServe's own check assumes a dict or InferRequest.
-        return payload
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         headers = headers or {}
@@ -199,21 +181,3 @@ class WachttijdenServer(kserve.Model):
             model_version=self.model_version,
             infer_outputs=[output],
         )
-
-    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None) -> Any:
-        verb = verb or InferenceVerb.PREDICT
-        # An explanation is no prediction: no prediction-log line (the guard has not set a context for it).
-        if verb is not InferenceVerb.PREDICT or CURRENT_REQUEST.get() is not None:
-            return await super().__call__(body, headers=headers, verb=verb)
-        # gRPC requests skip the HTTP guard: log them here instead.
-        context = RequestContext.from_headers(headers or {})
-        token = CURRENT_REQUEST.set(context)
-        try:
-            response = await super().__call__(body, headers=headers)
-        except Exception as exc:
-            self.prediction_log.write(self, context, error=str(exc))
-            raise
-        finally:
-            CURRENT_REQUEST.reset(token)
-        self.prediction_log.write(self, context)
-        return response

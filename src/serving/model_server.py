@@ -1,5 +1,5 @@
-"""KServe model server for the wachttijden MLflow model: V1/V2 REST, V1 :explain, strict input checks, batching,
-prediction log."""
+"""KServe model server for the project's MLflow models (tabular wachttijden, image xray: see serving.use_cases):
+V1/V2 REST, V1 :explain, strict input checks, batching, prediction log."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import argparse
 import logging
 import os
 import sys
-
-from models.wachttijden.schema import MODEL_NAME
 
 logger = logging.getLogger("sluice.model_server")
 MiB = 1024 * 1024
@@ -24,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Underscore spellings are accepted too: KServe ServingRuntimes conventionally pass --model_name etc.
     add("--model-uri", "--model_dir", dest="model_uri", default=os.environ.get("MODEL_URI"),
         help="models:/name@alias, models:/name/3, runs:/id/path or a folder (/mnt/models)")
-    add("--model-name", "--model_name", dest="model_name", default=MODEL_NAME)
+    add("--model-name", "--model_name", dest="model_name", default=None, help="default: the use case's name")
+    add("--use-case", choices=("auto", "wachttijden", "xray"), default="auto",
+        help="which server serves the model; auto: the use case package the model carries")
     add("--model-version", default=None, help="version label to record instead of resolving it")
     add("--http-port", "--http_port", dest="http_port", type=int, default=8080)
     add("--host", default="127.0.0.1", help="REST bind address (0.0.0.0 in a container)")
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="send every request through KServe's FastAPI app (for comparison and debugging)")
     add("--max-rows", type=int, default=10_000, help="rows per request (more: 413)")
     add("--max-explain-rows", type=int, default=100, help="rows per :explain request (more: 413)")
+    add("--max-images", type=int, default=64, help="xray: images per request (more: 413)")
+    add("--max-batch-images", type=int, default=32, help="xray: images per coalesced model call")
+    add("--max-explain-images", type=int, default=4, help="xray: images per :explain request (more: 413)")
     add("--max-body-bytes", type=int, default=8 * MiB, help="request body size (more: 413)")
     add("--body-read-timeout-s", type=float, default=10.0, help="time to receive a whole request body (else 408)")
     add("--max-connections", type=int, default=1000, help="open connections; requests beyond get 503")
@@ -66,9 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     from serving.fast_path import FastPath
     from serving.guard import Limits, PredictionLogger, install_guards
     from serving.kserve_compat import KSERVE_APP, SluiceModelServer, apply_kserve_args, configure_server_logging
-    from serving.log_metrics import register_log_metrics
+    from serving.log_metrics import register_batcher_metrics, register_log_metrics
     from serving.log_writer import LineWriter
     from serving.model import WachttijdenServer
+    from serving.use_cases import build_server
 
     apply_kserve_args(args)
     if args.configure_logging:
@@ -76,28 +80,23 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         logger.warning("Ignoring arguments this server does not know: %s", " ".join(unknown))
     writer = LineWriter(args.prediction_log, max_bytes=args.log_max_bytes, backups=args.log_backups)
-    model = WachttijdenServer(
-        args.model_name,
-        args.model_uri,
-        model_version=args.model_version,
-        max_rows=args.max_rows,
-        max_batch_rows=args.max_batch_size,
-        max_batch_wait_ms=args.max_batch_wait_ms,
-        max_explain_rows=args.max_explain_rows,
-        prediction_log=PredictionLogger(writer, max_input_rows=args.log_max_input_rows),
-    )
     try:
+        model = build_server(args, PredictionLogger(writer, max_input_rows=args.log_max_input_rows))
         model.load()
     except TrackingServerUnavailable as exc:
         # Said once and at once, without a traceback; EX_CONFIG (78) tells a supervisor not to restart.
         print(f"model server: cannot load {args.model_uri}: {exc}", file=sys.stderr)
         sys.exit(os.EX_CONFIG)
     register_log_metrics(writer)
+    register_batcher_metrics(model.name, model.batcher)
     limits = Limits(max_body_bytes=args.max_body_bytes, body_read_timeout_s=args.body_read_timeout_s)
+    # The fast path answers small tabular JSON bodies, where KServe's routing dominated; an image request's
+    # time is its decode and convolutions, so the image server takes KServe's path (one code path to keep).
+    fast = FastPath(model) if args.fast_path and isinstance(model, WachttijdenServer) else None
     SluiceModelServer(
         host=args.host,
         access_log=args.access_log,
-        asgi_app=install_guards(KSERVE_APP, model, limits, FastPath(model) if args.fast_path else None),
+        asgi_app=install_guards(KSERVE_APP, model, limits, fast),
         max_connections=args.max_connections or None,
         http_port=args.http_port,
         grpc_port=args.grpc_port or 8081,

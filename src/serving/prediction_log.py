@@ -54,7 +54,7 @@ def prediction_record(
     model_name: str,
     model_version: str,
     inputs: Mapping[str, Sequence[Any]] | None,
-    outputs: Sequence[float] | None,
+    outputs: Sequence[float] | Sequence[Sequence[float]] | None,
     latency_ms: float,
     error: str | None = None,
     max_input_rows: int | None = None,
@@ -75,7 +75,9 @@ def prediction_record(
         "model_name": model_name,
         "model_version": model_version,
         "inputs": bounded_inputs(inputs, max_input_rows),
-        "outputs": None if outputs is None else [float(v) for v in outputs],
+        # One number per row (a regression), or one list per row (an image model's class probabilities).
+        "outputs": None if outputs is None else [float(v) if type(v) is not list else [float(x) for x in v]
+                                                  for v in outputs],
         "latency_ms": round(float(latency_ms), 3),
         "status": "ok" if error is None else "error",
         "error": error,

@@ -29,3 +29,11 @@ def champion_model_dir(model_cache_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def challenger_model_dir(model_cache_root: Path) -> Path:
     return small_model(model_cache_root, CHALLENGER_SEED)
+
+
+@pytest.fixture(scope="session")
+def xray_model_dir(model_cache_root: Path) -> Path:
+    """The tiny xray model of tests/serving/xray_model.py, saved as an MLflow pyfunc once per source digest."""
+    from tests.serving.xray_model import saved_region_model
+
+    return saved_region_model(model_cache_root)
