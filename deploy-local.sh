@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole platform on this machine: MLflow, Airflow, the reference data, the pipelines and the model server.
 #   ./deploy-local.sh [up] [--mirror] [--rows N]   start (or converge) everything and run the pipelines
+#                     [--with-xray]                also the image use case (or SLUICE_WITH_XRAY=1; port SLUICE_XRAY_PORT, 8084)
 #   ./deploy-local.sh status                       what is running
 #   ./deploy-local.sh down                         stop everything it started
 # Ports: SLUICE_AIRFLOW_PORT (8080), SLUICE_MLFLOW_PORT (5000), SLUICE_INFERENCE_PORT (8081),
@@ -9,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 case "${1:-up}" in
-  up|--mirror|--rows) scripts/setup.sh runtime ;;
+  up|--mirror|--rows|--with-xray) scripts/setup.sh runtime ;;
   down|status) [ -x .venv/bin/python ] || { echo "nothing is installed yet: run ./deploy-local.sh first"; exit 0; } ;;
   -h|--help) ;;
-  *) echo "usage: $0 [up [--mirror] [--rows N] | status | down]" >&2; exit 2 ;;
+  *) echo "usage: $0 [up [--mirror] [--rows N] [--with-xray] | status | down]" >&2; exit 2 ;;
 esac
 [ "${1:-}" = "up" ] && shift
 case "${1:-}" in

@@ -33,6 +33,7 @@ PASSWORDS_FILE = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
 VENV_BIN = ROOT / ".venv" / "bin"
 RAW_FILE = "wachttijden/wachttijden.csv"
 MODEL_NAME = "wachttijden"
+XRAY_MODEL_NAME = "xray"  # the xray_model_name Variable's default
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 PIPELINE_DAGS = ("prepare_dataset", "train_model", "deploy_model", "deploy_traffic_mirroring", "promote_model")
 
@@ -43,6 +44,7 @@ class Ports:
     mlflow: int = int(os.environ.get("SLUICE_MLFLOW_PORT", "5000"))
     inference: int = int(os.environ.get("SLUICE_INFERENCE_PORT", "8081"))
     router: int = int(os.environ.get("SLUICE_ROUTER_PORT", "8082"))
+    xray: int = int(os.environ.get("SLUICE_XRAY_PORT", "8084"))  # --with-xray (8083: the challenger's)
 
 
 PORTS = Ports()
@@ -103,6 +105,7 @@ def variables() -> dict[str, object]:
             "mlflow_tracking_uri": MLFLOW_URL,
             "local_inference_port": str(PORTS.inference),
             "local_router_port": str(PORTS.router),
+            "local_xray_port": str(PORTS.xray),
         }
     )
     if os.environ.get("SLUICE_EPOCHS"):
@@ -511,6 +514,12 @@ def up(args: argparse.Namespace) -> None:
     start_airflow()
     ensure_raw_data(args.rows)
     run_pipelines(args.mirror)
+    xray_lines = ""
+    if args.with_xray:
+        import local_xray  # scripts/local_xray.py: the image use case's chain (imports this module)
+
+        local_xray.run(Airflow())
+        xray_lines = "\n" + local_xray.summary()
     model = MODEL_NAME
     schedule = prepare_schedule()
     drop = LOCAL / "datalake" / "raw" / RAW_FILE.split("/")[0] / "YYYY" / "MM" / "DD" / "wachttijden.csv"
@@ -532,6 +541,7 @@ Sluice is up.
   Inference (V2)  http://127.0.0.1:{PORTS.inference}/v2/models/{model}/infer
   Inference (V1)  http://127.0.0.1:{PORTS.inference}/v1/models/{model}:predict"""
         + (f"\n  Mirror router   http://127.0.0.1:{PORTS.router}/v2/models/{model}/infer" if args.mirror else "")
+        + xray_lines
         + f"""
 
 New raw data:
@@ -579,6 +589,9 @@ def main(argv: list[str] | None = None) -> None:
     up_parser = sub.add_parser("up", help="start everything and run the pipelines (default)")
     up_parser.add_argument("--mirror", action="store_true", help="also deploy champion + challenger behind the "
                                                                   "mirroring router")
+    up_parser.add_argument("--with-xray", action="store_true", default=os.environ.get("SLUICE_WITH_XRAY") == "1",
+                           help="also the image use case: synthetic scans, prepare_images -> train_images -> "
+                                "deploy_xray, its model server on SLUICE_XRAY_PORT (8084); or SLUICE_WITH_XRAY=1")
     up_parser.add_argument("--rows", type=int, default=int(os.environ.get("SLUICE_ROWS", "200000")),
                            help="rows of generated reference data (only when no raw file exists yet)")
     promote_parser = sub.add_parser("promote", help="make another version champion (promote_model) and serve it")
