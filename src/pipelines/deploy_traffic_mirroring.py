@@ -4,6 +4,7 @@ On Kubernetes: both InferenceServices, an InferenceGraph (Sequence: challenger a
 champion answering the original request) and an Istio VirtualService (`mirror` with
 `mirrorPercentage`). Locally: both model servers plus the router running the same objects, its
 prediction log in `<local_run_dir>/predictions.jsonl`. Callers always get the champion's answer.
+`use_case` "xray" mirrors the image model the same way in the cluster (locally only the tabular one).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on
-
-_REF_PATTERN = r"^[A-Za-z0-9_-]+$"
+from pipelines._deploy import REF_PATTERN as _REF_PATTERN
 
 
 @dag(
@@ -38,6 +38,10 @@ _REF_PATTERN = r"^[A-Za-z0-9_-]+$"
             100.0, type="number", minimum=0, maximum=100, title="Mirrored share (%)",
             description="Share of requests copied to the challenger (Istio mirrorPercentage).",
         ),
+        "use_case": Param(
+            "wachttijden", type="string", enum=["wachttijden", "xray"], title="Use case",
+            description="Whose champion and challenger (tasks.deploy.use_cases).",
+        ),
     },
 )
 def deploy_traffic_mirroring():
@@ -47,13 +51,14 @@ def deploy_traffic_mirroring():
         from tasks.registry import TrackingServerUnavailable
 
         with no_retry_on(TrackingServerUnavailable):  # MLflow down: fail now, naming its URL
-            return steps.resolve_version(load_settings(), params[f"{role}_ref"])
+            return steps.resolve_version(load_settings(), params[f"{role}_ref"], params["use_case"])
 
     @task
     def serve(champion: dict, challenger: dict, params: dict | None = None) -> dict:
         from tasks.deploy import steps
 
-        return steps.serve_mirroring(load_settings(), champion, challenger, float(params["mirror_percent"]))
+        return steps.serve_mirroring(load_settings(), champion, challenger, float(params["mirror_percent"]),
+                                     params["use_case"])
 
     @task(execution_timeout=timedelta(minutes=20))
     def wait_ready(deployment: dict) -> dict:

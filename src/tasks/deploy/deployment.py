@@ -29,8 +29,11 @@ class Deployment:
     manifests: tuple[Mapping[str, Any], ...] = ()
     # Filled by the wait step: name -> base URL (in-cluster URLs on Kubernetes, loopback locally).
     urls: Mapping[str, str] = field(default_factory=dict)
-    # Filled by the smoke test: name -> one prediction per sample row.
+    # Filled by the smoke test: name -> the checked output's values (one per sample row, or a row's class
+    # probabilities one after the other).
     predictions: Mapping[str, list[float]] = field(default_factory=dict)
+    # tasks.deploy.use_cases: which smoke request and output fit the served model.
+    use_case: str = "wachttijden"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what the DAG tasks hand each other through XCom)."""

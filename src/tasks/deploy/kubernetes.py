@@ -343,7 +343,8 @@ def _builder_inputs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve_model(settings: Settings, champion: ResolvedVersion, *, api: CustomObjectsApi | None = None) -> Deployment:
+def serve_model(settings: Settings, champion: ResolvedVersion, *, api: CustomObjectsApi | None = None,
+                use_case: str = "wachttijden") -> Deployment:
     """Apply the runtime and the champion InferenceService (the wait step waits for it)."""
     manifests = builders.model_manifests(
         **_builder_inputs(settings), storage_uri=_storage_uri(settings, champion), version=champion.version
@@ -356,13 +357,13 @@ def serve_model(settings: Settings, champion: ResolvedVersion, *, api: CustomObj
         entry_path=infer_path(settings.model_name),
         versions={"champion": champion.to_dict()},
         namespace=settings.kserve_namespace,
-        manifests=tuple(manifests.values()),
+        manifests=tuple(manifests.values()), use_case=use_case,
     )
 
 
 def serve_mirroring(
     settings: Settings, champion: ResolvedVersion, challenger: ResolvedVersion, mirror_percent: float, *,
-    api: CustomObjectsApi | None = None,
+    api: CustomObjectsApi | None = None, use_case: str = "wachttijden",
 ) -> Deployment:
     """Apply the runtime and both InferenceServices; the wait step applies the mirroring objects after them."""
     manifests = builders.mirror_manifests(
@@ -383,7 +384,7 @@ def serve_mirroring(
         challenger=isvc_name(settings.model_name, "challenger"),
         versions={"champion": champion.to_dict(), "challenger": challenger.to_dict()},
         namespace=settings.kserve_namespace,
-        manifests=tuple(manifests.values()),
+        manifests=tuple(manifests.values()), use_case=use_case,
     )
 
 

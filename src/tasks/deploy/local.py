@@ -88,6 +88,14 @@ def model_server_command(settings: Settings, model_version: str, port: int) -> l
     ]
 
 
+def champion_role(use_case: str) -> processes.Role:
+    """The local service of a use case's champion (tasks.deploy.use_cases: "model" for the tabular one)."""
+    from tasks.deploy.use_cases import use_case as find
+
+    name = find(use_case).local_service
+    return CHAMPION if name == CHAMPION.name else processes.Role(name)
+
+
 def start_model_server(
     settings: Settings, version: ResolvedVersion, *, role: processes.Role = CHAMPION, port: int | None = None
 ) -> dict[str, Any]:
@@ -142,15 +150,18 @@ def router_command(
     ]
 
 
-def serve_model(settings: Settings, champion: ResolvedVersion) -> Deployment:
-    """Start (or keep) the champion's model server on local_inference_port."""
+def serve_model(settings: Settings, champion: ResolvedVersion, *, use_case: str = "wachttijden") -> Deployment:
+    """Start (or keep) the champion's model server on local_inference_port (the use case's port: see
+    tasks.deploy.use_cases.settings_for), as the use case's own service."""
+    role = champion_role(use_case)
     return Deployment(
         target="local",
         model_name=settings.model_name,
-        entry=CHAMPION.name,
+        entry=role.name,
         entry_path=infer_path(settings.model_name),
         versions={"champion": champion.to_dict()},
-        services=(start_model_server(settings, champion),),
+        services=(start_model_server(settings, champion, role=role),),
+        use_case=use_case,
     )
 
 
@@ -161,12 +172,18 @@ def serve_mirroring(
     mirror_percent: float,
     *,
     design: str = "virtualservice",
+    use_case: str = "wachttijden",
 ) -> Deployment:
     """Champion on local_inference_port, challenger two ports up, router on local_router_port.
 
     The router runs the VirtualService by default (it carries mirror_percent and mirrors
     fire-and-forget, like Envoy); design="inferencegraph" runs the Sequence graph instead.
     """
+    if champion_role(use_case) != CHAMPION:
+        # The local router, challenger and their ports (8082, 8083) belong to the tabular model; in the
+        # cluster every use case gets its own InferenceGraph and VirtualService (deploy_target=kubernetes).
+        raise ValueError(f"local mirroring serves the tabular model only, not {use_case!r}; "
+                         "mirror it with deploy_target=kubernetes")
     champion_port = settings.local_inference_port
     challenger_port = champion_port + CHALLENGER_PORT_OFFSET
     if len({champion_port, challenger_port, settings.local_router_port}) != 3:
@@ -210,6 +227,6 @@ def wait(settings: Settings, deployment: Deployment, *, timeout: float = READY_T
             url, ready = f"{service.url}/v2/health/ready", (lambda code: code is not None)
         else:
             # Model servers have KServe's per-model readiness.
-            url, ready = f"{service.url}/v2/models/{settings.model_name}/ready", (lambda code: code == 200)
+            url, ready = f"{service.url}/v2/models/{deployment.model_name}/ready", (lambda code: code == 200)
         processes.wait_until_ready(service, url, timeout=max(deadline - time.monotonic(), 0), ready=ready)
     return deployment.replace(urls={s["name"]: s["url"] for s in deployment.services})

@@ -7,17 +7,13 @@ import math
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from tasks.deploy.deployment import Deployment
+from tasks.deploy.use_cases import SMOKE_REQUEST, use_case
+from tasks.deploy.use_cases import tabular_smoke_body as smoke_body
 
-SMOKE_REQUEST = Path(__file__).with_name("smoke_request.json")
-
-
-def smoke_body(path: Path = SMOKE_REQUEST) -> dict[str, Any]:
-    """The V2 request every deployment is smoke-tested with: three rows of known categories."""
-    return json.loads(path.read_text())
+__all__ = ["SMOKE_REQUEST", "infer_path", "smoke_body", "smoke_predict", "smoke_test"]
 
 
 def infer_path(model_name: str) -> str:
@@ -26,15 +22,17 @@ def infer_path(model_name: str) -> str:
 
 
 def smoke_test(deployment: Deployment, body: Mapping[str, Any] | None = None) -> dict[str, list[float]]:
-    """Predict the sample rows through the entry point (and the challenger directly, if any)."""
-    body = body or smoke_body()
+    """Predict the use case's sample request through the entry point (and the challenger directly, if any)."""
+    case = use_case(deployment.use_case)
+    body = body or case.smoke_body()
+    check = {"output": case.smoke_output, "values_per_row": case.smoke_values_per_row}
     urls, entry = deployment.urls, deployment.entry
-    results = {entry: smoke_predict(urls[entry] + deployment.entry_path, body)}
+    results = {entry: smoke_predict(urls[entry] + deployment.entry_path, body, **check)}
     if deployment.challenger:
         # A challenger that cannot predict would make the mirrored comparison meaningless,
         # and the mirror hides its failures from callers: check it directly.
         url = urls[deployment.challenger] + infer_path(deployment.model_name)
-        results[deployment.challenger] = smoke_predict(url, body)
+        results[deployment.challenger] = smoke_predict(url, body, **check)
     return results
 
 
@@ -43,10 +41,12 @@ def smoke_predict(
     body: Mapping[str, Any],
     *,
     output: str = "predictions",
+    values_per_row: int = 1,
     headers: Mapping[str, str] | None = None,
     timeout: float = 30,
 ) -> list[float]:
-    """POST a V2 infer request and check the answer has one finite number per input row."""
+    """POST a V2 infer request and check the answer has `values_per_row` finite numbers per input row
+    (shape [n] or [n, 1] for one, [n, values_per_row] for more)."""
     rows = _row_count(body)
     request = urllib.request.Request(
         url,
@@ -71,9 +71,12 @@ def smoke_predict(
         raise RuntimeError(f"smoke test {url}: no output {output!r} among {[o.get('name') for o in outputs]}")
     shape, data = chosen.get("shape") or [], _flatten(chosen.get("data"))
     # [n] or [n, 1] are both one prediction per row.
-    if not shape or shape[0] != rows or math.prod(shape) != rows or len(data) != rows:
+    wanted = rows * values_per_row
+    if not shape or shape[0] != rows or math.prod(shape) != wanted or len(data) != wanted:
         raise RuntimeError(
-            f"smoke test {url}: expected {rows} predictions, got shape {shape} with {len(data)} values"
+            f"smoke test {url}: expected {rows} predictions"
+            + (f" of {values_per_row} values each" if values_per_row != 1 else "")
+            + f", got shape {shape} with {len(data)} values"
         )
     if not all(isinstance(v, int | float) and math.isfinite(v) for v in data):
         raise RuntimeError(f"smoke test {url}: non-numeric or non-finite predictions {data}")

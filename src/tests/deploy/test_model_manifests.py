@@ -114,6 +114,45 @@ class TestCheckedInManifests:
         assert "ERROR" not in result.stdout
 
 
+class TestImageModelManifests:
+    """The xray InferenceService and its mirroring: the same builders and the one ServingRuntime, rendered by the
+    command deploy-model.sh runs (SLUICE_MODEL_NAME=xray), strict against the CRD schemas."""
+
+    @pytest.fixture(scope="class")
+    def xray(self, tmp_path_factory) -> dict[str, dict]:
+        out = tmp_path_factory.mktemp("xray-manifests")
+        assert render.main([str(out), "--model-name", "xray", "--image", "registry.example/sluice-serving:1",
+                            "--champion-uri", "s3://sluice-mlflow/artifacts/2/models/m-xray/artifacts/",
+                            "--challenger-uri", "s3://sluice-mlflow/artifacts/2/models/m-xray-2/artifacts/"]) == 0
+        return {p.name: load(p) for p in out.glob("*.yaml")}
+
+    def test_should_render_every_object_the_tabular_model_has(self, xray):
+        assert sorted(xray) == CHECKED_IN
+
+    @pytest.mark.parametrize("name", CHECKED_IN)
+    def test_should_validate_against_the_crd_schema(self, xray, name):
+        validate(xray[name])
+
+    def test_should_serve_it_with_the_same_runtime_and_no_gpu(self, xray):
+        tabular = load(MODEL_DIR / "servingruntime.yaml")
+        assert xray["servingruntime.yaml"]["spec"] == {
+            **tabular["spec"], "containers": [{**tabular["spec"]["containers"][0],
+                                               "image": "registry.example/sluice-serving:1"}]}
+        champion = xray["inferenceservice-champion.yaml"]
+        assert champion["metadata"]["name"] == "xray"
+        model = champion["spec"]["predictor"]["model"]
+        assert model["runtime"] == "sluice-mlflow" and "nvidia.com/gpu" not in model["resources"]["limits"]
+        assert xray["inferenceservice-challenger.yaml"]["spec"]["predictor"]["model"]["args"] == ["--model_name=xray"]
+
+    def test_should_mirror_the_xray_champion_to_its_challenger(self, xray):
+        steps = xray["inferencegraph-mirror.yaml"]["spec"]["nodes"]["root"]["steps"]
+        assert [s["serviceName"] for s in steps] == ["xray-challenger", "xray"]
+        http = xray["virtualservice-mirror.yaml"]["spec"]["http"][0]
+        assert http["route"][0]["destination"]["host"] == "xray-predictor.models.svc.cluster.local"
+        assert http["mirror"]["host"] == "xray-challenger-predictor.models.svc.cluster.local"
+        assert xray["virtualservice-mirror.yaml"]["spec"]["hosts"] == ["xray-shadow-models.sluice.example.com"]
+
+
 class TestScripts:
     @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
     def test_should_be_shellcheck_clean(self, script):

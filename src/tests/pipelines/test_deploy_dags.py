@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.processes import REPO_ROOT
 
-DAG_MODULES = ("pipelines.deploy_model", "pipelines.deploy_traffic_mirroring")
+DAG_MODULES = ("pipelines.deploy_model", "pipelines.deploy_xray", "pipelines.deploy_traffic_mirroring")
 HEAVY = ("tensorflow", "keras", "mlflow", "kserve", "kubernetes", "yaml", "tasks.deploy", "tasks.deploy.kubernetes")
 
 # A fresh interpreter, so the modules loaded are the DAG files' own and not the test session's.
@@ -46,7 +46,7 @@ def dags(airflow_db) -> dict:
         str(REPO_ROOT / "src" / "pipelines"), bundle_path=REPO_ROOT / "src", bundle_name="dags-folder"
     )
     assert not {k: v for k, v in bag.import_errors.items() if "deploy_" in k}
-    return {d: bag.dags[d] for d in ("deploy_model", "deploy_traffic_mirroring")}
+    return {d: bag.dags[d] for d in ("deploy_model", "deploy_xray", "deploy_traffic_mirroring")}
 
 
 class TestParseTime:
@@ -97,6 +97,23 @@ class TestDeployModelDag:
             param.resolve(value)
 
 
+class TestDeployXrayDag:
+    def test_should_be_the_same_deploy_for_the_xray_champion(self, dags):
+        xray, tabular = dags["deploy_xray"], dags["deploy_model"]
+        assert [a.name for a in xray.timetable.asset_condition.objects] == ["xray_champion"]
+        assert {"sluice", "deploy", "xray"} <= set(xray.tags) and xray.max_active_runs == 1
+        wiring = [{t.task_id: sorted(t.upstream_task_ids) for t in d.tasks} for d in (xray, tabular)]
+        assert wiring[0] == wiring[1]
+        assert xray.params["model_ref"] == "champion"
+        assert all(t.retries >= 1 for t in xray.tasks)
+
+    def test_should_pass_its_use_case_to_every_step(self):
+        # The DAG file is one call of the shared factory; the use case is what differs.
+        source = (REPO_ROOT / "src" / "pipelines" / "deploy_xray.py").read_text()
+        assert 'deploy_dag(dag_id="deploy_xray", use_case="xray", champion=CHAMPION_XRAY' in source
+        assert "@task" not in source
+
+
 class TestDeployTrafficMirroringDag:
     def test_should_resolve_both_then_serve_wait_smoke(self, dags):
         dag = dags["deploy_traffic_mirroring"]
@@ -109,6 +126,15 @@ class TestDeployTrafficMirroringDag:
             "wait_ready": ["serve"],
             "smoke_test": ["wait_ready"],
         }
+
+    def test_should_mirror_either_use_case(self, dags):
+        from airflow.sdk.exceptions import ParamValidationError
+
+        assert dags["deploy_traffic_mirroring"].params["use_case"] == "wachttijden"
+        param = dags["deploy_traffic_mirroring"].params.get_param("use_case")
+        assert param.resolve("xray") == "xray"
+        with pytest.raises(ParamValidationError):
+            param.resolve("cats")
 
     def test_should_default_to_the_aliases_and_full_mirroring(self, dags):
         params = dags["deploy_traffic_mirroring"].params
