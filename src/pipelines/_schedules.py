@@ -24,7 +24,10 @@ from pipelines._common import PROJECT_ROOT
 
 SCHEDULES_FILE_ENV = "SLUICE_SCHEDULES_FILE"
 MAX_WATCH_MINUTES = 6 * 60
-DEFAULTS = {"prepare_dataset": {"schedule": "*/15 * * * *", "watch_minutes": 10}}
+DEFAULTS = {
+    "prepare_dataset": {"schedule": "*/15 * * * *", "watch_minutes": 10},
+    "prepare_images": {"schedule": "*/15 * * * *", "watch_minutes": 10},
+}
 
 
 @dataclass(frozen=True)

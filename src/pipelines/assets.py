@@ -14,3 +14,9 @@ CHAMPION_WACHTTIJDEN = Asset(name="wachttijden_champion")
 
 # The xray use case's new champion (train_images' promote task, promote_model for xray): deploy_xray runs on it.
 CHAMPION_XRAY = Asset(name="xray_champion")
+
+# The xray image use case: prepare_images emits its partition (extra: partition, raw_sha256 = the image
+# set's snapshot digest), train_images trains on it; train_images' promote emits a new champion
+# (extra as above), which the xray deploy DAG is scheduled on.
+PREPROCESSED_XRAY = Asset(name="xray_preprocessed")
+CHAMPION_XRAY = Asset(name="xray_champion")

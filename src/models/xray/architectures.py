@@ -11,10 +11,9 @@ from models.xray.schema import CHANNELS, CLASSES, IMAGE_SIZE
 if TYPE_CHECKING:
     import keras
 
-# BatchNorm's moving statistics with Keras' default momentum (0.99) need a few hundred steps to
-# settle; a short training run (tests, a few epochs) would then evaluate on barely-moved
-# statistics. 0.9 settles within tens of steps and is as good for long runs at these sizes.
-BN_MOMENTUM = 0.9
+# No BatchNorm: its moving statistics need hundreds of steps to settle, and a short run (tests, a
+# few epochs on a few hundred images) then predicts one class at inference. These nets are shallow
+# enough to train without it.
 
 
 def _small_cnn(x, width: int):
@@ -27,12 +26,11 @@ def _small_cnn(x, width: int):
     return x
 
 
-def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, activation: bool = True):
+def _conv(x, filters: int, kernel: int, strides: int, name: str, activation: bool = True):
     import keras
 
     L = keras.layers
-    x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = L.Conv2D(filters, kernel, strides=strides, padding="same", name=f"{name}_conv")(x)
     return L.ReLU(name=f"{name}_relu")(x) if activation else x
 
 
@@ -40,13 +38,12 @@ def _mobilenet(x, width: int):
     import keras
 
     L = keras.layers
-    x = _conv_bn(x, width, 3, 2, "stem")
+    x = _conv(x, width, 3, 2, "stem")
     # (output filters, stride) per depthwise-separable block, MobileNet v1's pattern at small width.
     for i, (mult, stride) in enumerate(((2, 1), (4, 2), (4, 1), (8, 2), (8, 1), (16, 2))):
-        x = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"dw{i}")(x)
-        x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"dw{i}_bn")(x)
+        x = L.DepthwiseConv2D(3, strides=stride, padding="same", name=f"dw{i}")(x)
         x = L.ReLU(name=f"dw{i}_relu")(x)
-        x = _conv_bn(x, width * mult, 1, 1, f"pw{i}")
+        x = _conv(x, width * mult, 1, 1, f"pw{i}")
     return x
 
 
@@ -54,13 +51,13 @@ def _resnet(x, width: int):
     import keras
 
     L = keras.layers
-    x = _conv_bn(x, width, 3, 2, "stem")
+    x = _conv(x, width, 3, 2, "stem")
     for i, (mult, stride) in enumerate(((1, 1), (2, 2), (4, 2), (8, 2))):
         shortcut = x
-        y = _conv_bn(x, width * mult, 3, stride, f"res{i}a")
-        y = _conv_bn(y, width * mult, 3, 1, f"res{i}b", activation=False)
+        y = _conv(x, width * mult, 3, stride, f"res{i}a")
+        y = _conv(y, width * mult, 3, 1, f"res{i}b", activation=False)
         if stride != 1 or shortcut.shape[-1] != width * mult:  # project the shortcut to the new shape
-            shortcut = _conv_bn(shortcut, width * mult, 1, stride, f"res{i}proj", activation=False)
+            shortcut = _conv(shortcut, width * mult, 1, stride, f"res{i}proj", activation=False)
         x = L.ReLU(name=f"res{i}_out")(L.Add(name=f"res{i}_add")([y, shortcut]))
     return x
 
@@ -73,7 +70,7 @@ ARCHITECTURES: dict[str, tuple[Callable, int]] = {
 }
 
 
-def build(name: str, *, width: int | None = None, learning_rate: float = 1e-3, dropout: float = 0.2) -> keras.Model:
+def build(name: str, *, width: int | None = None, learning_rate: float = 3e-3, dropout: float = 0.2) -> keras.Model:
     """A compiled classifier: (IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1] -> softmax over CLASSES."""
     import keras
 
@@ -81,7 +78,10 @@ def build(name: str, *, width: int | None = None, learning_rate: float = 1e-3, d
         raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
     features, default_width = ARCHITECTURES[name]
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, CHANNELS), name="image")
-    x = features(inputs, width or default_width)
+    # Standardise each scan (mean 0, sd 1 over its pixels): exposure differs from film to film, and on
+    # raw [0, 1] pixels these nets sat at chance for epochs on a few hundred images.
+    x = keras.layers.LayerNormalization(axis=[1, 2, 3], name="standardise")(inputs)
+    x = features(x, width or default_width)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities")(x)

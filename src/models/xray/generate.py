@@ -73,15 +73,15 @@ def draw_scan(rng: np.random.Generator, pneumonia: bool) -> np.ndarray:
     ribs = (np.cos(y * rng.uniform(16, 22) + 3 * x**2) > 0.55) * lungs
     image = 25 + 105 * body - 70 * lungs * (1 - heart) + 40 * heart + 35 * spine + 18 * ribs
 
-    # Opacities: gaussian patches inside the lung fields with a mottled texture. Pneumonia: one to
-    # four, mostly strong; normal: sometimes one faint patch, so the classes overlap.
-    patches = int(rng.integers(1, 5)) if pneumonia else int(rng.random() < 0.3)
+    # Opacities: gaussian patches inside the lung fields with a mottled texture. Pneumonia: two to
+    # five, mostly strong; normal: sometimes one faint patch, so the classes overlap.
+    patches = int(rng.integers(2, 6)) if pneumonia else int(rng.random() < 0.3)
     texture = _smooth_noise(rng, height, width)
     for _ in range(patches):
         side = rng.choice([-1, 1])
         cx, cy = side * spread + rng.uniform(-0.12, 0.12), rng.uniform(-0.4, 0.35)
         sigma = rng.uniform(0.08, 0.2)
-        strength = rng.uniform(12, 55) if pneumonia else rng.uniform(4, 18)
+        strength = rng.uniform(20, 70) if pneumonia else rng.uniform(5, 25)
         blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))
         image = image + strength * blob * lungs * (0.6 + 0.8 * texture)
 

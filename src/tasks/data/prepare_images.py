@@ -20,7 +20,7 @@ from models.xray.records import SPLITS, serialize, split_of
 from models.xray.schema import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES, MODEL_NAME, RAW_PREFIX
 from models.xray.validation import ImageValidationError, ValidationConfig, label_of, validate_images
 from tasks.data import ledger
-from tasks.data.arrivals import RawSnapshot, current_snapshot, raw_files, snapshot_digest
+from tasks.data.arrivals import RawSnapshot, current_snapshot, new_snapshot, nothing_new, raw_files, snapshot_digest
 from tasks.data.datalake import DataLake
 from tasks.data.prepare import SUCCESS_MARKER, AlreadyPrepared, partition_path
 
@@ -44,6 +44,15 @@ def validation_config(settings: Any) -> ValidationConfig:
 
 def snapshot(lake: DataLake, prefix: str = PREFIX) -> RawSnapshot | None:
     return current_snapshot(lake, prefix, dataset=DATASET, suffixes=IMAGE_SUFFIXES)
+
+
+def new_images(lake: DataLake, prefix: str = PREFIX) -> RawSnapshot | None:
+    """The image set's snapshot when the ledger knows it neither as prepared nor as rejected."""
+    return new_snapshot(lake, prefix, dataset=DATASET, suffixes=IMAGE_SUFFIXES)
+
+
+def no_new_images(lake: DataLake, prefix: str = PREFIX) -> str:
+    return nothing_new(lake, prefix, dataset=DATASET, suffixes=IMAGE_SUFFIXES)
 
 
 def check_new_snapshot(lake: DataLake, prefix: str = PREFIX) -> RawSnapshot:
