@@ -79,7 +79,8 @@ async def _load(url_path: str, port: int, body: bytes, concurrency: int, seconds
 
 
 def loadgen_main(spec: str) -> None:
-    job = json.loads(spec)
+    # The job is a file: a body of a few images is more than one command-line argument may hold.
+    job = json.loads(Path(spec).read_text())
     body = json.dumps(job["body"]).encode()
     # Warm the server's connection handling and the model call before measuring.
     asyncio.run(_load(job["path"], job["port"], body, job["concurrency"], 0.5, 200))
@@ -101,13 +102,16 @@ def run_load(port: int, path: str, body: dict, concurrency: int, seconds: float,
         "seconds": seconds,
         "max_requests": max_requests,
     }
-    done = subprocess.run(
-        [sys.executable, __file__, "--loadgen", json.dumps(job)],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="loadgen-") as spec:
+        spec.write(json.dumps(job))
+        spec.flush()
+        done = subprocess.run(
+            [sys.executable, __file__, "--loadgen", spec.name],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
     raw = json.loads(done.stdout)
     latencies = np.asarray(raw["latencies"]) * 1000
     rows = len(body.get("instances", [])) or 1
