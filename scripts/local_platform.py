@@ -110,6 +110,9 @@ def variables() -> dict[str, object]:
     )
     if os.environ.get("SLUICE_EPOCHS"):
         values["train_config"] = {**values.get("train_config", {}), "epochs": int(os.environ["SLUICE_EPOCHS"])}
+    if os.environ.get("SLUICE_XRAY_EPOCHS"):  # --with-xray: the image models' epochs
+        values["xray_train_config"] = {**values.get("xray_train_config", {}),
+                                       "epochs": int(os.environ["SLUICE_XRAY_EPOCHS"])}
     return values
 
 
