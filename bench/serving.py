@@ -153,17 +153,22 @@ def floor(model_dir: Path, seconds: float) -> dict[int, float]:
     for rows in (1, 32):
         columns = {k: list(v) for k, v in generated_rows(rows, seed=3).drop(columns="WACHTTIJD").items()}
         model.predict_columns(columns)
-        # The median of five short windows: one long window swung 9.7k-16.4k rows/s between runs
-        # on this 2-core machine, which decided the floor ratio more than the server did.
-        windows = []
-        for _ in range(5):
-            calls, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds / 10:
-                model.predict_columns(columns)
-                calls += 1
-            windows.append(calls * rows / (time.perf_counter() - start))
-        result[rows] = statistics.median(windows)
+        result[rows] = median_rate(lambda columns=columns: model.predict_columns(columns), rows, seconds / 10)
     return result
+
+
+def median_rate(call, units: int, window_s: float, windows: int = 5) -> float:
+    """Units/s of `call()` (each call does `units`), the median of `windows` short windows: one long window
+    swung 9.7k-16.4k rows/s between runs on this 2-core machine, which decided the floor ratio more than the
+    server did."""
+    rates = []
+    for _ in range(windows):
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < window_s:
+            call()
+            calls += 1
+        rates.append(calls * units / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def body_for(rows: int) -> dict:

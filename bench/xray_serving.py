@@ -18,7 +18,6 @@ import base64
 import importlib.util
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -40,17 +39,16 @@ def saved_model(architecture: str, folder: Path) -> Path:
     """The architecture saved as the served pyfunc, once per architecture and model code."""
     from models.xray.architectures import build
     from models.xray.model import save_pyfunc_model
+    from tests.serving.servers import saved_once
     from tests.serving.xray_model import recipe_digest
 
-    path = folder / f"{architecture}-{recipe_digest()}" / "model"
-    if not (path / "MLmodel").is_file():
+    def save(model_dir: Path, work_dir: Path) -> None:
         import keras
 
         keras.utils.set_random_seed(0)
-        staging = path.parent / f"staging-{os.getpid()}"
-        save_pyfunc_model(build(architecture), staging / "model", work_dir=staging / "work")
-        (staging / "model").rename(path)
-    return path
+        save_pyfunc_model(build(architecture), model_dir, work_dir=work_dir)
+
+    return saved_once(folder / f"{architecture}-{recipe_digest()}" / "model", save)
 
 
 def scans(count: int) -> list[bytes]:
@@ -69,14 +67,7 @@ def in_process(model_dir: Path, files: list[bytes], seconds: float) -> dict[int,
     for batch in BATCHES:
         chunk = files[:batch]
         model.predict_bytes(chunk)
-        windows = []
-        for _ in range(5):
-            calls, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds / 5:
-                model.predict_bytes(chunk)
-                calls += 1
-            windows.append(calls * batch / (time.perf_counter() - start))
-        result[batch] = statistics.median(windows)
+        result[batch] = house.median_rate(lambda chunk=chunk: model.predict_bytes(chunk), batch, seconds / 5)
     return result
 
 

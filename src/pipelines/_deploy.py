@@ -18,6 +18,21 @@ from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on
 REF_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
+# The last two steps of every deploy DAG (deploy_traffic_mirroring's too): the Deployment carries its use case.
+@task(execution_timeout=timedelta(minutes=15))
+def wait_ready(deployment: dict) -> dict:
+    from tasks.deploy import steps
+
+    return steps.wait_until_ready(load_settings(), deployment)
+
+
+@task
+def smoke_test(deployment: dict) -> dict:
+    from tasks.deploy import steps
+
+    return steps.smoke_test(deployment)
+
+
 def deploy_dag(*, dag_id: str, use_case: str, champion: Asset, doc_md: str | None):
     """The DAG serving `use_case`'s registered model; runs after each event of its `champion` asset."""
 
@@ -56,18 +71,6 @@ def deploy_dag(*, dag_id: str, use_case: str, champion: Asset, doc_md: str | Non
             from tasks.deploy import steps
 
             return steps.serve_model(load_settings(), resolved, use_case)
-
-        @task(execution_timeout=timedelta(minutes=15))
-        def wait_ready(deployment: dict) -> dict:
-            from tasks.deploy import steps
-
-            return steps.wait_until_ready(load_settings(), deployment)
-
-        @task
-        def smoke_test(deployment: dict) -> dict:
-            from tasks.deploy import steps
-
-            return steps.smoke_test(deployment)
 
         smoke_test(wait_ready(serve(resolve())))
 

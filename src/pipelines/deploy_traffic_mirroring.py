@@ -15,6 +15,7 @@ from airflow.sdk import Param, dag, task
 
 from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on
 from pipelines._deploy import REF_PATTERN as _REF_PATTERN
+from pipelines._deploy import smoke_test, wait_ready
 
 
 @dag(
@@ -60,21 +61,10 @@ def deploy_traffic_mirroring():
         return steps.serve_mirroring(load_settings(), champion, challenger, float(params["mirror_percent"]),
                                      params["use_case"])
 
-    @task(execution_timeout=timedelta(minutes=20))
-    def wait_ready(deployment: dict) -> dict:
-        from tasks.deploy import steps
-
-        return steps.wait_until_ready(load_settings(), deployment)
-
-    @task
-    def smoke_test(deployment: dict) -> dict:
-        from tasks.deploy import steps
-
-        return steps.smoke_test(deployment)
-
     champion = resolve.override(task_id="resolve_champion")("champion")
     challenger = resolve.override(task_id="resolve_challenger")("challenger")
-    smoke_test(wait_ready(serve(champion, challenger)))
+    # Two servers and a router (or two InferenceServices and the routing objects): more time than one.
+    smoke_test(wait_ready.override(execution_timeout=timedelta(minutes=20))(serve(champion, challenger)))
 
 
 deploy_traffic_mirroring()

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from models.xray.schema import CHANNELS, IMAGE_SIZE
@@ -21,8 +20,8 @@ from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger
 from serving.image_request import ImageBatch, batch_from_v1, batch_from_v2
 from serving.occlusion import DEFAULT_PATCH, DEFAULT_STRIDE, OcclusionPlan, heat_map_png, png_b64
 from serving.prediction_log import REQUEST_ID_HEADER
-from serving.request_columns import RequestError, Tensor
-from serving.served import LoggedServer
+from serving.request_columns import RequestError
+from serving.served import LoggedServer, tensor_of
 
 logger = logging.getLogger("sluice.model_server")
 
@@ -41,17 +40,6 @@ class PreparedImages:
     probabilities: np.ndarray | None = None
 
 
-def image_tensor(infer_input: Any, from_grpc: bool) -> Tensor:
-    """A KServe InferInput as the Tensor image_request checks; gRPC contents are raw bytes or numbers."""
-    if from_grpc:
-        try:
-            data = infer_input.as_numpy()
-        except (ValueError, InvalidInput) as exc:
-            raise ClientError(f"input {infer_input.name!r}: cannot decode tensor data: {exc}") from None
-        return Tensor(infer_input.name, infer_input.datatype, list(infer_input.shape), data)
-    return Tensor(infer_input.name, infer_input.datatype, infer_input.shape, infer_input.data)
-
-
 class XrayServer(LoggedServer):
     """Serves `models.xray.model.XrayModel`, batching the images of concurrent requests into one model call."""
 
@@ -67,13 +55,11 @@ class XrayServer(LoggedServer):
         max_explain_images: int = 4,
         prediction_log: PredictionLogger | None = None,
     ):
-        super().__init__(name, model_uri, model_version=model_version, prediction_log=prediction_log)
+        super().__init__(name, model_uri, model_version=model_version, prediction_log=prediction_log,
+                         max_batch_wait_ms=max_batch_wait_ms)
         self.max_images = max_images
         self.max_batch_images = max_batch_images
-        self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.max_explain_images = max_explain_images
-        self.model = None
-        self.batcher: AdaptiveBatcher | None = None
         # Decoding and resizing PNG/JPEG is CPU work (Pillow releases the GIL); off the event loop it
         # overlaps the model call of the previous batch instead of stalling every connection.
         self._decoder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -111,7 +97,7 @@ class XrayServer(LoggedServer):
     def _parse(self, payload: Any, headers: dict[str, str]) -> PreparedImages:
         request_id = headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         if isinstance(payload, InferRequest):
-            tensors = [image_tensor(i, payload.from_grpc) for i in payload.inputs]
+            tensors = [tensor_of(i, payload.from_grpc, text=False) for i in payload.inputs]
             batch = batch_from_v2(tensors, IMAGE_SIZE, max_images=self.max_images)
             return PreparedImages(batch, True, payload.id or request_id)
         if isinstance(payload, bytes | str):

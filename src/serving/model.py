@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from models.wachttijden.schema import FEATURES
@@ -18,12 +17,11 @@ from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger
 from serving.prediction_log import REQUEST_ID_HEADER
 from serving.request_columns import (
     RequestError,
-    Tensor,
     columns_from_v1,
     columns_from_v2,
     unknown_category_message,
 )
-from serving.served import LoggedServer
+from serving.served import LoggedServer, tensor_of
 
 logger = logging.getLogger("sluice.model_server")
 
@@ -43,20 +41,6 @@ class Prepared:
     unseen: dict[str, list[str]] | None = None
 
 
-def tensor_of(infer_input: Any, from_grpc: bool) -> Tensor:
-    """A KServe InferInput as the Tensor that request_columns checks."""
-    if from_grpc:
-        # gRPC binary contents are not in .data (as_dataframe() ignores them): decode per input.
-        try:
-            values = [
-                v.decode("utf-8") if isinstance(v, bytes) else v for v in infer_input.as_numpy().reshape(-1)
-            ]
-        except (ValueError, InvalidInput) as exc:
-            raise ClientError(f"input {infer_input.name!r}: cannot decode tensor data: {exc}") from None
-        return Tensor(infer_input.name, infer_input.datatype, list(infer_input.shape), values)
-    return Tensor(infer_input.name, infer_input.datatype, infer_input.shape, infer_input.data)
-
-
 class WachttijdenServer(LoggedServer):
     """Serves `models.wachttijden.model.WachttijdenModel` through its traced fast path, batching concurrent requests."""
 
@@ -72,14 +56,12 @@ class WachttijdenServer(LoggedServer):
         max_explain_rows: int = 100,
         prediction_log: PredictionLogger | None = None,
     ):
-        super().__init__(name, model_uri, model_version=model_version, prediction_log=prediction_log)
+        super().__init__(name, model_uri, model_version=model_version, prediction_log=prediction_log,
+                         max_batch_wait_ms=max_batch_wait_ms)
         self.max_rows = max_rows
         self.max_batch_rows = max_batch_rows
-        self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.max_explain_rows = max_explain_rows
-        self.model = None
         self.open_features: frozenset[str] = frozenset()
-        self.batcher: AdaptiveBatcher | None = None
 
     def load(self) -> bool:
         """Load the model; raises models.registry.TrackingServerUnavailable at once when MLflow does not answer."""

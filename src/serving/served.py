@@ -7,12 +7,30 @@ from __future__ import annotations
 from typing import Any
 
 import kserve
+from kserve.errors import InvalidInput
 from kserve.model import InferenceVerb
 
-from serving.guard import CURRENT_REQUEST, PredictionLogger, RequestContext
+from serving.batcher import AdaptiveBatcher
+from serving.guard import CURRENT_REQUEST, ClientError, PredictionLogger, RequestContext
+from serving.request_columns import Tensor
 
 # Only these model URIs are fetched through the MLflow tracking server.
 TRACKED_SCHEMES = ("models:/", "runs:/")
+
+
+def tensor_of(infer_input: Any, from_grpc: bool, *, text: bool = True) -> Tensor:
+    """A KServe InferInput as the Tensor the request checks read. gRPC binary contents are not in .data
+    (as_dataframe() ignores them): they are decoded here, BYTES elements to text unless `text` is False
+    (an image's raw file bytes)."""
+    if not from_grpc:
+        return Tensor(infer_input.name, infer_input.datatype, infer_input.shape, infer_input.data)
+    try:
+        data = infer_input.as_numpy()
+    except (ValueError, InvalidInput) as exc:
+        raise ClientError(f"input {infer_input.name!r}: cannot decode tensor data: {exc}") from None
+    if text:
+        data = [v.decode("utf-8") if isinstance(v, bytes) else v for v in data.reshape(-1)]
+    return Tensor(infer_input.name, infer_input.datatype, list(infer_input.shape), data)
 
 
 class LoggedServer(kserve.Model):
@@ -20,13 +38,16 @@ class LoggedServer(kserve.Model):
 
     def __init__(
         self, name: str, model_uri: str, *, model_version: str | None = None,
-        prediction_log: PredictionLogger | None = None,
+        prediction_log: PredictionLogger | None = None, max_batch_wait_ms: float = 2.0,
     ):
         super().__init__(name)
         self.model_uri = model_uri
         self.model_version = model_version or ""
         self._version_override = model_version
         self.prediction_log = prediction_log or PredictionLogger()
+        self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.model = None
+        self.batcher: AdaptiveBatcher | None = None
 
     def pinned_uri(self) -> str:
         """The URI to load: an alias resolved to a fixed version (recorded as model_version) unless a version

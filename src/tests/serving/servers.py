@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,22 +28,29 @@ def model_sources_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def small_model(root: Path, seed: int) -> Path:
-    """A saved small pyfunc model under `root`, trained once and reused while its sources are unchanged."""
-    from tests.serving.small_model import save_small_model
+def saved_once(path: Path, save: Callable[[Path, Path], object]) -> Path:
+    """The MLflow model folder `path`, made by `save(model_dir, work_dir)` unless it is there already.
 
-    path = root / f"seed-{seed}" / "model"
+    Saved beside, then renamed: a session that is interrupted (or runs at the same time) never leaves
+    a half-written model that a later session would trust.
+    """
     if not (path / "MLmodel").is_file():
-        # Save beside, then rename: a session that is interrupted (or runs at the same time) never
-        # leaves a half-written model that a later session would trust.
-        staging = root / f"seed-{seed}" / f"staging-{os.getpid()}"
-        save_small_model(staging / "model", seed=seed, work_dir=staging / "work")
+        staging = path.parent / f"staging-{os.getpid()}"
+        save(staging / "model", staging / "work")
         try:
             (staging / "model").rename(path)
         except OSError:
             if not (path / "MLmodel").is_file():
                 raise
     return path
+
+
+def small_model(root: Path, seed: int) -> Path:
+    """A saved small pyfunc model under `root`, trained once and reused while its sources are unchanged."""
+    from tests.serving.small_model import save_small_model
+
+    return saved_once(root / f"seed-{seed}" / "model",
+                      lambda model_dir, work_dir: save_small_model(model_dir, seed=seed, work_dir=work_dir))
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -54,20 +53,12 @@ def recipe_digest() -> str:
 
 
 def saved_region_model(root: Path) -> Path:
-    """The saved pyfunc folder under `root`, built once while the sources are unchanged (saved beside, then
-    renamed, so an interrupted session never leaves a half-written model behind)."""
+    """The saved pyfunc folder under `root`, built once while the sources are unchanged."""
     from models.xray.model import save_pyfunc_model
+    from tests.serving.servers import saved_once
 
-    path = root / f"xray-{recipe_digest()}" / "model"
-    if not (path / "MLmodel").is_file():
-        staging = path.parent / f"staging-{os.getpid()}"
-        save_pyfunc_model(build_region_model(), staging / "model", work_dir=staging / "work")
-        try:
-            (staging / "model").rename(path)
-        except OSError:
-            if not (path / "MLmodel").is_file():
-                raise
-    return path
+    return saved_once(root / f"xray-{recipe_digest()}" / "model",
+                      lambda model_dir, work_dir: save_pyfunc_model(build_region_model(), model_dir, work_dir=work_dir))
 
 
 def scan_png(bright: bool, *, size: int = 256, seed: int = 0, mode: str = "L") -> bytes:
