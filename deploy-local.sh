@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole platform on this machine: MLflow, Airflow, the reference data, the pipelines and the model server.
+# The whole platform on this machine: MLflow, Airflow, the reference data, the pipelines, the model server
+# and the web app.
 #   ./deploy-local.sh [up] [--mirror] [--rows N]   start (or converge) everything and run the pipelines
 #                     [--with-xray]                also the image use case (or SLUICE_WITH_XRAY=1; port SLUICE_XRAY_PORT, 8084)
 #   ./deploy-local.sh status                       what is running
 #   ./deploy-local.sh down                         stop everything it started
 # Ports: SLUICE_AIRFLOW_PORT (8080), SLUICE_MLFLOW_PORT (5000), SLUICE_INFERENCE_PORT (8081),
-# SLUICE_ROUTER_PORT (8082). State, data and logs live in .local/ (git-ignored).
+# SLUICE_ROUTER_PORT (8082), SLUICE_UI_PORT (8501: the web app). State, data and logs live in .local/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -44,12 +44,14 @@ class Ports:
     mlflow: int = int(os.environ.get("SLUICE_MLFLOW_PORT", "5000"))
     inference: int = int(os.environ.get("SLUICE_INFERENCE_PORT", "8081"))
     router: int = int(os.environ.get("SLUICE_ROUTER_PORT", "8082"))
+    ui: int = int(os.environ.get("SLUICE_UI_PORT", "8501"))
     xray: int = int(os.environ.get("SLUICE_XRAY_PORT", "8084"))  # --with-xray (8083: the challenger's)
 
 
 PORTS = Ports()
 AIRFLOW_URL = f"http://127.0.0.1:{PORTS.airflow}"
 MLFLOW_URL = f"http://127.0.0.1:{PORTS.mlflow}"
+APP_URL = f"http://127.0.0.1:{PORTS.ui}"
 
 
 def say(message: str) -> None:
@@ -171,6 +173,24 @@ def start_airflow() -> None:
             if name == "api-server" else None, env=env,
             ready_url=f"{AIRFLOW_URL}/api/v2/monitor/health" if name == "api-server" else None, timeout=240,
         )
+
+
+def start_app() -> None:
+    """The web app (src/app) in its own .venv-app, pointed at this platform's services."""
+    from app import launch
+    from tasks.deploy.local import CHALLENGER_PORT_OFFSET
+
+    env = {
+        **launch.ENV,
+        "SLUICE_APP_MODEL_URL": f"http://127.0.0.1:{PORTS.inference}",
+        # Configured always: the Predict page shows the challenger only while one answers (--mirror).
+        "SLUICE_APP_CHALLENGER_URL": f"http://127.0.0.1:{PORTS.inference + CHALLENGER_PORT_OFFSET}",
+        "SLUICE_APP_ROUTER_URL": f"http://127.0.0.1:{PORTS.router}",
+        "SLUICE_APP_MLFLOW_URL": MLFLOW_URL,
+        "SLUICE_APP_DATALAKE_DIR": str(LOCAL / "datalake"),
+    }
+    ensure_service("app", launch.command(ROOT / ".venv-app" / "bin" / "python", PORTS.ui), port=PORTS.ui, env=env,
+                   ready_url=f"{APP_URL}{launch.HEALTH_PATH}", timeout=120)
 
 
 def run(cmd: list[str], env: dict[str, str]) -> None:
@@ -517,6 +537,7 @@ def up(args: argparse.Namespace) -> None:
     start_airflow()
     ensure_raw_data(args.rows)
     run_pipelines(args.mirror)
+    start_app()
     xray_lines = ""
     if args.with_xray:
         import local_xray  # scripts/local_xray.py: the image use case's chain (imports this module)
@@ -541,6 +562,7 @@ def up(args: argparse.Namespace) -> None:
 Sluice is up.
   Airflow UI      {AIRFLOW_URL}   (login: admin, password in {PASSWORDS_FILE})
   MLflow UI       {MLFLOW_URL}
+  Web app         {APP_URL}   (predict with explanations, models, shadow and data reports)
   Inference (V2)  http://127.0.0.1:{PORTS.inference}/v2/models/{model}/infer
   Inference (V1)  http://127.0.0.1:{PORTS.inference}/v1/models/{model}:predict"""
         + (f"\n  Mirror router   http://127.0.0.1:{PORTS.router}/v2/models/{model}/infer" if args.mirror else "")

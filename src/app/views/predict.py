@@ -72,7 +72,5 @@ if submitted:
             st.caption(f"Mirroring: no challenger answers at {challenger.url} (start it with "
                        "./deploy-local.sh --mirror), so only the champion is shown.")
     router = ui.config().router_url
-    if router:
-        state = "is up: traffic through it is copied to the challenger" if answers(f"{router}/healthz") \
-            else "does not answer"
-        st.caption(f"Mirroring router at {router} {state}.")
+    if router and answers(f"{router}/healthz"):
+        st.caption(f"Mirroring router at {router} is up: traffic through it is copied to the challenger.")
