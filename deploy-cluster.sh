@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bootstrap a whole cluster in dependency order: Istio -> cert-manager + KServe -> ECK
-# (Elasticsearch, Kibana, Filebeat) -> MLflow -> Airflow. Each step is re-runnable on its own.
+# (Elasticsearch, Kibana, Filebeat) -> MLflow -> Airflow -> the web app. Each step is re-runnable on its own.
 #   ./deploy-cluster.sh [--dry-run|render] [--env dev|prod] [--out DIR]
 # With --dry-run every component renders into DIR/<component>/ (default render/).
 set -euo pipefail
@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-for component in istio kserve elasticsearch mlflow airflow; do
+for component in istio kserve elasticsearch mlflow airflow app; do
   printf '\n######## deploy-%s.sh\n' "$component" >&2
   "./deploy-$component.sh" "${args[@]}"
 done

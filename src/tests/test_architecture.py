@@ -15,7 +15,7 @@ SRC = REPO_ROOT / "src"
 SCRIPTS = REPO_ROOT / "scripts"
 # Files that are data, not project code: a model folder saved by an earlier version bundles its own `tasks`.
 NOT_CODE = (SRC / "tests" / "data",)
-PRODUCTION = ("models", "tasks", "pipelines", "serving", "scripts")
+PRODUCTION = ("models", "tasks", "pipelines", "serving", "scripts", "app")
 PROJECT = (*PRODUCTION, "tests")
 
 MANIFESTS = "tasks.deploy.manifests"
@@ -282,6 +282,20 @@ def test_tasks_never_import_pipelines():
 def test_serving_imports_only_serving_and_models_of_the_project():
     found = violations(["serving"], [p for p in PROJECT if p not in ("serving", "models")])
     assert not found, "the model server image carries only serving and models:\n" + "\n".join(found)
+
+
+# What the web app's image (src/app/Dockerfile) copies besides src/app: the schema and the upload reader.
+APP_IMAGE_MODULES = ("models", "models.wachttijden", "models.wachttijden.schema", "tasks", "tasks.data",
+                     "tasks.data.validation", "tasks.data.sniff")
+
+
+def test_the_web_app_reaches_only_what_its_image_carries():
+    found = []
+    for start in [name for name in graph() if top(name) == "app"]:
+        for name, chain in reach(start).items():
+            if top(name) != "app" and name not in APP_IMAGE_MODULES:
+                found.append(f"{start} reaches {name}: {' -> '.join(chain)}")
+    assert not found, "src/app/Dockerfile copies only app and APP_IMAGE_MODULES:\n" + "\n".join(found)
 
 
 def test_models_import_nothing_else_of_the_project():

@@ -19,7 +19,7 @@ from tasks.deploy.versions import read_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY_DIR = REPO_ROOT / "deploy"
-COMPONENTS = ["istio", "kserve", "elasticsearch", "mlflow", "airflow"]
+COMPONENTS = ["istio", "kserve", "elasticsearch", "mlflow", "airflow", "app"]
 ENVIRONMENTS = ["dev", "prod"]
 
 

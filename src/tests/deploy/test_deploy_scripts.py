@@ -97,6 +97,7 @@ class TestPreflight:
     REQUIRED = {
         "istio": [],
         "kserve": [],
+        "app": [],
         "elasticsearch": ["ES_FILEBEAT_PASSWORD", "ES_AIRFLOW_READER_PASSWORD"],
         "mlflow": ["MLFLOW_DB_PASSWORD", "AZURE_STORAGE_CONNECTION_STRING"],
         "airflow": ["SLUICE_GIT_REPO", "AIRFLOW_FERNET_KEY", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_JWT_SECRET",
