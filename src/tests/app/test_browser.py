@@ -4,6 +4,7 @@ registry's champion. Screenshots of each page go to .local/test-artifacts/app/."
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -11,6 +12,7 @@ import requests
 
 from tests.app.platform import CHAMPION_METRICS, MODEL, Platform, artifacts_dir
 from tests.serving.small_model import SAMPLE_ROWS
+from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +32,12 @@ def wait_until_done(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=PAGE_LOAD_MS)
 
 
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(artifacts_dir() / f"{name}.png"), full_page=True)
+def shot(page, name: str, path=None) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so the window grows to that block's height."""
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1280, "height": min(max(int(height), 900), 4000)})
+    page.screenshot(path=str(path or artifacts_dir() / f"{name}.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def choose(page, field: str, value: str) -> None:
@@ -73,6 +79,9 @@ def test_predict_form_shows_the_model_servers_answers_and_the_explanation(app_pl
     page.get_by_text(re.compile(r"Model version \d+\. Base value")).first.wait_for()
     no_traceback(page)
     shot(page, "predict")
+    if os.environ.get("SLUICE_UPDATE_SCREENSHOTS") == "1":
+        # The README's picture: SLUICE_UPDATE_SCREENSHOTS=1 ./scripts/test.sh -k predict_form (commit the PNG).
+        shot(page, "predict", REPO_ROOT / "docs" / "images" / "predict-page.png")
 
 
 def test_a_new_specialism_typed_into_the_searchable_choice_is_predicted(app_platform, page):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -21,6 +22,8 @@ from tasks.data import ledger
 from tasks.data.datalake import open_datalake
 from tasks.data.generate import generate
 from tasks.data.prepare import DATASET
+from tests.support.browser import chromium_context
+from tests.support.netwatch import ConnectionWatch
 from tests.support.processes import REPO_ROOT, free_port
 from tests.tasks.drift_data import shifted, to_csv_bytes
 
@@ -48,6 +51,7 @@ def local_env(tmp_path_factory):
         "SLUICE_MLFLOW_PORT": str(free_port()),
         "SLUICE_INFERENCE_PORT": str(free_port()),
         "SLUICE_ROUTER_PORT": str(free_port()),
+        "SLUICE_UI_PORT": str(free_port()),
         # Read by the DAG file in the platform's dag-processor and task processes (they inherit it).
         "SLUICE_SCHEDULES_FILE": str(schedules),
     }
@@ -92,7 +96,7 @@ def test_deploy_local_up_predict_rerun_promote_restart_status(local_env, first_u
     for dag_id in ("prepare_dataset", "train_model", "deploy_model"):
         assert f"[{dag_id}]" in first.stdout
     pids = service_pids(local_env)
-    assert {"mlflow", "airflow-api-server", "airflow-scheduler", "model"} <= set(pids)
+    assert {"mlflow", "airflow-api-server", "airflow-scheduler", "model", "app"} <= set(pids)
     # Whichever run prepared the reference file (scheduled, or triggered by `up` when none was
     # looking), `up` followed that one and the train_model run its dataset event started.
     lake = Path(local_env["SLUICE_LOCAL_DIR"]) / "datalake"
@@ -150,6 +154,64 @@ def test_deploy_local_up_predict_rerun_promote_restart_status(local_env, first_u
     assert status.returncode == 0 and "model" in status.stdout and "running" in status.stdout
     assert "restarts=1 (last: killed by SIGKILL)" in status.stdout
 
+
+
+def test_a_browser_sees_the_runs_succeed_the_champion_alias_and_a_prediction_with_its_explanation(local_env, first_up):
+    """Issue 12: after ./deploy-local.sh, Chromium logs into the Airflow UI with the generated password and
+    sees the chain's runs succeed, finds the champion alias in the MLflow UI, and gets a prediction with its
+    explanation from the web app at the URL deploy-local printed. Nothing leaves 127.0.0.1."""
+    from app.mlflow_client import Mlflow
+    from app.registry import form_choices
+
+    airflow = f"http://127.0.0.1:{local_env['SLUICE_AIRFLOW_PORT']}"
+    mlflow = f"http://127.0.0.1:{local_env['SLUICE_MLFLOW_PORT']}"
+    app = f"http://127.0.0.1:{local_env['SLUICE_UI_PORT']}"
+    assert f"Web app         {app}" in first_up.stdout
+    passwords = Path(local_env["SLUICE_LOCAL_DIR"]) / "airflow" / "simple_auth_manager_passwords.json.generated"
+    shots = REPO_ROOT / ".local" / "test-artifacts" / "deploy-local"
+    shots.mkdir(parents=True, exist_ok=True)
+    (train,) = [r for r in dag_runs(local_env, "train_model") if r["run_type"] == "asset_triggered"][:1]
+    with ConnectionWatch(lambda: [os.getpid()]) as watch, chromium_context() as browser:
+        page = browser.new_page()
+        page.goto(f"{airflow}/", timeout=120_000)
+        page.locator('input[name="username"]').fill("admin")
+        page.locator('input[name="password"]').fill(json.loads(passwords.read_text())["admin"])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/" not in url, timeout=120_000)
+        for dag_id in CHAIN_DAGS:
+            page.goto(f"{airflow}/dags/{dag_id}/runs", timeout=120_000)
+            page.get_by_text(re.compile("^success$", re.IGNORECASE)).first.wait_for(timeout=120_000)
+            if dag_id == "train_model":
+                page.get_by_text(train["dag_run_id"]).first.wait_for()
+            page.screenshot(path=str(shots / f"airflow-{dag_id}-runs.png"))
+
+        version = champion_version(local_env)
+        page.goto(f"{mlflow}/#/models/wachttijden", timeout=120_000)
+        page.get_by_text("champion").first.wait_for(timeout=120_000)
+        page.screenshot(path=str(shots / "mlflow-model.png"))
+
+        # The form's defaults are the first entry of each of the champion's vocabularies.
+        choices = form_choices(Mlflow(mlflow), "wachttijden")
+        row = {name: values[0] for name, values in choices.vocabularies.items()}
+        page.goto(app, timeout=120_000)
+        page.get_by_text(f"registered version {version}").wait_for(timeout=120_000)
+        page.get_by_test_id("stFormSubmitButton").locator("button").click()
+        page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=120_000)
+        page.get_by_text(f"Model version {version}. Base value").wait_for()
+        shown = page.get_by_test_id("stMetricValue").first.inner_text()
+        answer = predict_locally(local_env, row)
+        assert shown == f"{answer:.2f} weeks", (shown, answer, row)
+        assert "Traceback" not in page.inner_text("body")
+        page.screenshot(path=str(shots / "app-predict.png"), full_page=True)
+    assert not watch.violations, f"connections outside loopback: {sorted(watch.violations)}"
+
+
+def predict_locally(env, row: dict[str, str]) -> float:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{env['SLUICE_INFERENCE_PORT']}/v1/models/wachttijden:predict",
+        data=json.dumps({"instances": [row]}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["predictions"][0]
 
 
 def test_a_raw_file_dropped_into_the_lake_runs_the_chain_by_itself_and_the_same_content_again_nothing(
