@@ -188,6 +188,8 @@ def start_app() -> None:
         "SLUICE_APP_ROUTER_URL": f"http://127.0.0.1:{PORTS.router}",
         "SLUICE_APP_MLFLOW_URL": MLFLOW_URL,
         "SLUICE_APP_DATALAKE_DIR": str(LOCAL / "datalake"),
+        # Configured always: the X-ray page says how to start it (--with-xray) while nothing answers there.
+        "SLUICE_APP_XRAY_URL": f"http://127.0.0.1:{PORTS.xray}",
     }
     ensure_service("app", launch.command(ROOT / ".venv-app" / "bin" / "python", PORTS.ui), port=PORTS.ui, env=env,
                    ready_url=f"{APP_URL}{launch.HEALTH_PATH}", timeout=120)
