@@ -54,12 +54,18 @@ def parse(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def dataset(
     paths: Sequence[str], *, batch_size: int, shuffle: bool = False, seed: int = 42, repeat: bool = False,
+    records: int | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (images, labels) from TFRecord shards: parallel reads and parsing, shuffle, prefetch."""
+    """Batches of (images, labels) from TFRecord shards: parallel reads and parsing, shuffle, prefetch.
+
+    `records` (the manifest's count) tells Keras the steps per epoch up front; a wrong count fails the read.
+    """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
     data = tf.data.TFRecordDataset(list(paths), num_parallel_reads=autotune)
+    if records is not None:
+        data = data.apply(tf.data.experimental.assert_cardinality(records))
     if shuffle:
         data = data.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     if repeat:

@@ -13,7 +13,7 @@ import numpy as np
 from models.xray.architectures import ARCHITECTURES
 from models.xray.schema import CLASSES, POSITIVE_CLASS
 from tasks.data.datalake import DataLake
-from tasks.data.prepare_images import download_split
+from tasks.data.prepare_images import download_split, read_manifest
 from tasks.evaluation.evaluate import Scoring
 from tasks.evaluation.gate import ROC_AUC, ClassifierScore, Decision, GateRules, decide
 from tasks.registry import require_tracking_server
@@ -71,10 +71,12 @@ def train_architecture(
     keras.utils.set_random_seed(candidate.seed)
     with tempfile.TemporaryDirectory(prefix="xray-train-") as scratch:
         shards = {s: download_split(lake, partition, s, Path(scratch) / s) for s in ("train", "validation", "test")}
-        train = dataset(shards["train"], batch_size=candidate.batch_size, shuffle=True, seed=candidate.seed)
-        validation = dataset(shards["validation"], batch_size=candidate.batch_size)
+        counts = {s: n["total"] for s, n in read_manifest(lake, partition)["splits"].items()}
+        train_images = counts["train"]
+        train = dataset(shards["train"], batch_size=candidate.batch_size, shuffle=True, seed=candidate.seed,
+                        records=train_images)
+        validation = dataset(shards["validation"], batch_size=candidate.batch_size, records=counts["validation"])
         arrays = {s: read_arrays(shards[s]) for s in ("validation", "test")}
-        train_images = sum(1 for _ in train.unbatch())
 
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_experiment(EXPERIMENT)

@@ -1,5 +1,5 @@
 """The xray data half: generator determinism, the validation report on planted defects, a failing set, the
-loader on a real-layout folder (JPEG, RGB-stored gray), and an AUC floor for a short training run."""
+loader on a real-layout folder (JPEG, RGB-stored gray), and an AUC and accuracy floor for a short training run."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_the_loader_reads_a_real_layout_with_jpeg_and_rgb_stored_gray(tmp_path):
     assert manifest["validation"]["accepted"] == 24 and manifest["validation"]["dropped"] == {}
 
 
-def test_a_short_training_run_learns_well_above_chance(tmp_path):
+def test_a_short_training_run_learns_well_above_chance(tmp_path, monkeypatch, mlflow_client_env):
     from tasks.data.generate_images import write_scans
     from tasks.data.prepare_images import prepare_images
     from tasks.training.train_images import train_architecture
@@ -89,7 +89,12 @@ def test_a_short_training_run_learns_well_above_chance(tmp_path):
     lake = open_datalake(str(tmp_path / "lake"))
     write_scans(lake, count=400, seed=7, day=date(2024, 5, 1))
     prepare_images(lake, "run=t", run_id="t")
+    monkeypatch.chdir(tmp_path)  # a sqlite tracking URI puts the run's artifacts under ./mlruns
     result = train_architecture(lake, "run=t", {"name": "small_cnn", "epochs": 12},
                                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    print("test ROC AUC", result["test"]["auc"], "validation", result["validation"]["auc"])
-    assert result["test"]["auc"] >= 0.8, result
+    print("test ROC AUC", result["test"]["auc"], "accuracy", result["test"]["accuracy"], "validation AUC",
+          result["validation"]["auc"])
+    # Both: on this data a net that has not learned (loss at chance, one class predicted for every scan)
+    # can still rank the test split well by tiny output differences.
+    assert result["test"]["auc"] >= 0.9, result
+    assert result["test"]["accuracy"] >= 0.7, result  # 17 of 34 right is chance here

@@ -76,3 +76,31 @@ def test_the_pyfunc_takes_bytes_and_base64_and_names_a_bad_image(keras_model, tm
         pyfunc.predict(pd.DataFrame({"image": [images[0], png(mode="RGB")]}))
     with pytest.raises(ImageError, match="not valid base64"):
         pyfunc.predict(pd.DataFrame({"image": ["%%%"]}))
+
+
+# Trains in a child process: the failure this guards against is a native crash (heap corruption in TF 2.21's
+# oneDNN backprop of a strided 1x1 convolution at small widths), which would take pytest down with it.
+_TRAIN_EVERY_ARCHITECTURE = """
+import numpy as np
+from models.xray.architectures import ARCHITECTURES, build
+x = np.random.default_rng(0).random((64, 128, 128, 1), dtype=np.float32)
+y = (np.arange(64) % 2).astype(np.int32)
+for name in ARCHITECTURES:
+    for width in (4, 8):
+        build(name, width=width).fit(x, y, batch_size=32, epochs=2, verbose=0)
+        print(name, width, "trained", flush=True)
+"""
+
+
+def test_every_architecture_trains_at_small_widths_without_crashing():
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.processes import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _TRAIN_EVERY_ARCHITECTURE], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert done.stdout.count("trained") == 6
