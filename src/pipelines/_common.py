@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import pendulum
+
 from pipelines._alerts import notify_failure
 
 # src/ is the DAG folder; the project root (for local-mode relative paths) is its parent.
@@ -20,6 +22,9 @@ DEFAULT_ARGS = {
     "on_failure_callback": notify_failure,
 }
 
+
+# What the project's DAGs declare alike (dag(**DAG_DEFAULTS, ...)): a fixed past start, no catch-up runs.
+DAG_DEFAULTS = {"start_date": pendulum.datetime(2024, 1, 1, tz="UTC"), "catchup": False, "default_args": DEFAULT_ARGS}
 
 def load_settings():
     """Settings from Airflow Variables, read at task run time (never at parse time)."""

@@ -16,7 +16,5 @@ CHAMPION_WACHTTIJDEN = Asset(name="wachttijden_champion")
 CHAMPION_XRAY = Asset(name="xray_champion")
 
 # The xray image use case: prepare_images emits its partition (extra: partition, raw_sha256 = the image
-# set's snapshot digest), train_images trains on it; train_images' promote emits a new champion
-# (extra as above), which the xray deploy DAG is scheduled on.
+# set's snapshot digest), train_images trains on it (its champion is CHAMPION_XRAY above).
 PREPROCESSED_XRAY = Asset(name="xray_preprocessed")
-CHAMPION_XRAY = Asset(name="xray_champion")

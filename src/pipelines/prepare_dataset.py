@@ -8,64 +8,57 @@ file whose content the ledger does not know, keeps looking for `watch_minutes`, 
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on, open_lake
-from pipelines._schedules import MAX_WATCH_MINUTES, dag_schedule
+from pipelines._common import load_settings, no_retry_on, open_lake
+from pipelines._schedules import dag_schedule, prepare_dag_arguments, watching_sensor
 from pipelines.assets import PREPROCESSED_WACHTTIJDEN
 
 SCHEDULE = dag_schedule("prepare_dataset")
 
 
+def _look(params: dict) -> tuple[bool, str] | None:
+    """A named raw_file: whether it exists yet; else the oldest new file (with reprocess: the newest file)."""
+    from tasks.data.arrivals import newest_raw, next_new_raw
+
+    settings = load_settings()
+    lake = open_lake(settings)
+    if params.get("raw_file"):  # named: wait for it to exist; check_new decides whether it is new
+        return lake.exists("raw", params["raw_file"]), params["raw_file"]
+    found = (newest_raw if params.get("reprocess") else next_new_raw)(lake, settings.raw_file or settings.raw_prefix)
+    return None if found is None else (True, found.path)
+
+
+def _nothing_new(params: dict) -> str:
+    from tasks.data.arrivals import nothing_new
+
+    settings = load_settings()
+    return nothing_new(open_lake(settings), settings.raw_file or settings.raw_prefix)
+
+
 @dag(
     dag_id="prepare_dataset",
     schedule=SCHEDULE.schedule,
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    # One run at a time: two runs looking at once would both take the same new file.
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    params={
-        "raw_file": Param(
-            None, type=["null", "string"], pattern=r"^[^/].*\.csv$",
-            description="Path in the raw container; empty: the oldest new file under the raw_prefix Variable.",
-        ),
-        "reprocess": Param(
-            False, type="boolean",
-            description="Prepare even if the content was prepared before (without raw_file: the newest file).",
-        ),
-        "watch_minutes": Param(
-            SCHEDULE.watch_minutes, type="integer", minimum=0, maximum=MAX_WATCH_MINUTES,
-            description="Without raw_file: how long to keep looking for a new file before the run ends as skipped.",
-        ),
-    },
     tags=["wachttijden", "data"],
     doc_md=__doc__,
+    **prepare_dag_arguments(
+        SCHEDULE,
+        params={
+            "raw_file": Param(
+                None, type=["null", "string"], pattern=r"^[^/].*\.csv$",
+                description="Path in the raw container; empty: the oldest new file under the raw_prefix Variable.",
+            ),
+            "reprocess": Param(
+                False, type="boolean",
+                description="Prepare even if the content was prepared before (without raw_file: the newest file).",
+            ),
+        },
+        watch_description="Without raw_file: how long to keep looking for a new file before the run ends as skipped.",
+    ),
 )
 def prepare_dataset():
-    # Reschedule mode: between looks the task gives its worker slot back. The timeout bounds the
-    # wait for a file named by raw_file; runs without one stop after watch_minutes (below).
-    @task.sensor(poke_interval=60, timeout=MAX_WATCH_MINUTES * 60, mode="reschedule")
-    def wait_for_raw_file(params=None, dag_run=None):
-        from datetime import timedelta
-
-        from airflow.sdk import PokeReturnValue, timezone
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from tasks.data.arrivals import newest_raw, next_new_raw, nothing_new
-
-        settings = load_settings()
-        lake = open_lake(settings)
-        if params.get("raw_file"):  # named: wait for it to exist; check_new decides whether it is new
-            return PokeReturnValue(is_done=lake.exists("raw", params["raw_file"]), xcom_value=params["raw_file"])
-        prefix = settings.raw_file or settings.raw_prefix
-        found = (newest_raw if params.get("reprocess") else next_new_raw)(lake, prefix)
-        if found is not None:
-            return PokeReturnValue(is_done=True, xcom_value=found.path)
-        if timezone.utcnow() - dag_run.start_date < timedelta(minutes=params["watch_minutes"]):
-            return PokeReturnValue(is_done=False)
-        raise AirflowSkipException(nothing_new(lake, prefix))
+    # The timeout bounds the wait for a file named by raw_file; runs without one stop after watch_minutes.
+    wait_for_raw_file = watching_sensor("wait_for_raw_file", _look, _nothing_new)
 
     @task
     def check_new(raw_file: str, params=None) -> str:

@@ -10,50 +10,43 @@ validation report (intermediate/xray/<run>/validation.txt) and is recorded as re
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipelines._common import DEFAULT_ARGS, load_settings, no_retry_on, open_lake
-from pipelines._schedules import MAX_WATCH_MINUTES, dag_schedule
+from pipelines._common import load_settings, no_retry_on, open_lake
+from pipelines._schedules import dag_schedule, prepare_dag_arguments, watching_sensor
 from pipelines.assets import PREPROCESSED_XRAY
 
 SCHEDULE = dag_schedule("prepare_images")
 
 
+def _look(params: dict) -> tuple[bool, dict] | None:
+    """The image set's snapshot when the ledger does not know it (with reprocess: whatever it is)."""
+    from tasks.data.prepare_images import new_images, snapshot
+
+    found = (snapshot if params.get("reprocess") else new_images)(open_lake(load_settings()))
+    return None if found is None else (True, found.to_dict())
+
+
+def _nothing_new(params: dict) -> str:
+    from tasks.data.prepare_images import no_new_images
+
+    return no_new_images(open_lake(load_settings()))
+
+
 @dag(
     dag_id="prepare_images",
     schedule=SCHEDULE.schedule,
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,  # two runs looking at once would both take the same new snapshot
-    default_args=DEFAULT_ARGS,
-    params={
-        "reprocess": Param(False, type="boolean", description="Prepare the current set even if it was prepared."),
-        "watch_minutes": Param(
-            SCHEDULE.watch_minutes, type="integer", minimum=0, maximum=MAX_WATCH_MINUTES,
-            description="How long to keep looking for a new image set before the run ends as skipped.",
-        ),
-    },
     tags=["xray", "data"],
     doc_md=__doc__,
+    **prepare_dag_arguments(
+        SCHEDULE,
+        params={"reprocess": Param(False, type="boolean",
+                                   description="Prepare the current set even if it was prepared.")},
+        watch_description="How long to keep looking for a new image set before the run ends as skipped.",
+    ),
 )
 def prepare_images():
-    @task.sensor(poke_interval=60, timeout=MAX_WATCH_MINUTES * 60, mode="reschedule")
-    def wait_for_new_images(params=None, dag_run=None):
-        from datetime import timedelta
-
-        from airflow.sdk import PokeReturnValue, timezone
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from tasks.data.prepare_images import new_images, no_new_images, snapshot
-
-        lake = open_lake(load_settings())
-        found = (snapshot if params.get("reprocess") else new_images)(lake)
-        if found is not None:
-            return PokeReturnValue(is_done=True, xcom_value=found.to_dict())
-        if timezone.utcnow() - dag_run.start_date < timedelta(minutes=params["watch_minutes"]):
-            return PokeReturnValue(is_done=False)
-        raise AirflowSkipException(no_new_images(lake))
+    wait_for_new_images = watching_sensor("wait_for_new_images", _look, _nothing_new)
 
     @task(outlets=[PREPROCESSED_XRAY])
     def prepare(found: dict, run_id=None, outlet_events=None) -> dict:

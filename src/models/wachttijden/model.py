@@ -179,20 +179,16 @@ def save_model_files(
     return directory
 
 
+def predict_frame(model: WachttijdenModel, model_input: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's answer: the predicted waiting time per row, in a `predictions` column."""
+    return pd.DataFrame({"predictions": model.predict_columns(model_input)})
+
+
 def _pyfunc_class():
-    # Defined lazily so importing this module does not import MLflow (DAG parse time).
-    import mlflow.pyfunc
+    # Built when logging, so importing this module does not import MLflow (DAG parse time).
+    from models.packaging import pyfunc_class
 
-    class WachttijdenPyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow entry point: `mlflow models serve` and `mlflow.pyfunc.load_model` go through this."""
-
-        def load_context(self, context):
-            self.model = WachttijdenModel.load(context.artifacts["model_dir"])
-
-        def predict(self, context, model_input: pd.DataFrame, params=None):
-            return pd.DataFrame({"predictions": self.model.predict_columns(model_input)})
-
-    return WachttijdenPyfunc
+    return pyfunc_class("WachttijdenPyfunc", WachttijdenModel.load, predict_frame)
 
 
 def model_code_folder(work_dir: Path) -> Path:
@@ -234,13 +230,12 @@ def save_pyfunc_model(
     *, work_dir: Path, open_features: Sequence[str] = (), background: Columns | None = None,
 ) -> Path:
     """Save an MLflow pyfunc model folder at `path` (used by tests and benchmarks, no server needed)."""
-    import mlflow.pyfunc
+    from models import packaging
 
     kwargs = _pyfunc_kwargs(
         keras_model, vocabularies, input_example, work_dir, open_features=open_features, background=background
     )
-    mlflow.pyfunc.save_model(path=str(path), **kwargs)
-    return path
+    return packaging.save_pyfunc_model(path, kwargs)
 
 
 def log_pyfunc_model(
@@ -249,17 +244,16 @@ def log_pyfunc_model(
     background: Columns | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the model to the active MLflow run (and register it when a name is given)."""
-    import mlflow.pyfunc
+    from models import packaging
 
     kwargs = _pyfunc_kwargs(
         keras_model, vocabularies, input_example, work_dir, open_features=open_features, background=background
     )
-    return mlflow.pyfunc.log_model(name="model", registered_model_name=registered_model_name, **kwargs)
+    return packaging.log_pyfunc_model(kwargs, registered_model_name)
 
 
 def load_served_model(model_uri: str) -> tuple[WachttijdenModel, Any]:
     """Load an MLflow model by URI and return its fast path plus the pyfunc (for its metadata)."""
-    import mlflow.pyfunc
+    from models import packaging
 
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
-    return pyfunc.unwrap_python_model().model, pyfunc
+    return packaging.load_served_model(model_uri)

@@ -112,24 +112,19 @@ def save_model_files(keras_model: keras.Model, directory: Path, *, classes: Sequ
     return directory
 
 
+def predict_frame(model: XrayModel, model_input: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's answer: class probabilities per row of the `image` column (bytes or base64 text)."""
+    if IMAGE_COLUMN not in model_input:
+        raise ImageError(f"the input needs a column {IMAGE_COLUMN!r} of PNG/JPEG bytes or base64 text")
+    probs = model.predict_bytes([as_image_bytes(v) for v in model_input[IMAGE_COLUMN]])
+    return pd.DataFrame(probs, columns=list(model.classes), index=model_input.index)
+
+
 def _pyfunc_class():
-    # Defined lazily so importing this module does not import MLflow (DAG parse time).
-    import mlflow.pyfunc
+    # Built when logging, so importing this module does not import MLflow (DAG parse time).
+    from models.packaging import pyfunc_class
 
-    class XrayPyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow entry point: `mlflow.pyfunc.load_model(uri).predict(frame)` goes through this."""
-
-        def load_context(self, context):
-            self.model = XrayModel.load(context.artifacts["model_dir"])
-
-        def predict(self, context, model_input: pd.DataFrame, params=None):
-            if IMAGE_COLUMN not in model_input:
-                raise ImageError(f"the input needs a column {IMAGE_COLUMN!r} of PNG/JPEG bytes or base64 text")
-            images = [as_image_bytes(v) for v in model_input[IMAGE_COLUMN]]
-            probs = self.model.predict_bytes(images)
-            return pd.DataFrame(probs, columns=list(self.model.classes), index=model_input.index)
-
-    return XrayPyfunc
+    return pyfunc_class("XrayPyfunc", XrayModel.load, predict_frame)
 
 
 def model_code_folder(work_dir: Path) -> Path:
@@ -168,12 +163,10 @@ def save_pyfunc_model(
     keras_model: keras.Model, path: Path, *, classes: Sequence[str] = CLASSES, work_dir: Path | None = None
 ) -> Path:
     """Save an MLflow pyfunc model folder at `path` (used by tests and benchmarks, no server needed)."""
-    import mlflow.pyfunc
+    from models import packaging
 
     with tempfile.TemporaryDirectory(prefix="xray-model-") as scratch:
-        kwargs = _pyfunc_kwargs(keras_model, classes, Path(work_dir or scratch))
-        mlflow.pyfunc.save_model(path=str(path), **kwargs)
-    return Path(path)
+        return packaging.save_pyfunc_model(path, _pyfunc_kwargs(keras_model, classes, Path(work_dir or scratch)))
 
 
 def log_pyfunc_model(
@@ -181,16 +174,15 @@ def log_pyfunc_model(
     work_dir: Path | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the model to the active MLflow run (and register it when a name is given)."""
-    import mlflow.pyfunc
+    from models import packaging
 
     with tempfile.TemporaryDirectory(prefix="xray-model-") as scratch:
         kwargs = _pyfunc_kwargs(keras_model, classes, Path(work_dir or scratch))
-        return mlflow.pyfunc.log_model(name="model", registered_model_name=registered_model_name, **kwargs)
+        return packaging.log_pyfunc_model(kwargs, registered_model_name)
 
 
 def load_served_model(model_uri: str) -> tuple[XrayModel, Any]:
     """Load an MLflow model by URI and return its fast path plus the pyfunc (for its metadata)."""
-    import mlflow.pyfunc
+    from models import packaging
 
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
-    return pyfunc.unwrap_python_model().model, pyfunc
+    return packaging.load_served_model(model_uri)

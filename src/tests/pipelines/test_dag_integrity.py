@@ -74,6 +74,25 @@ def test_train_model_trains_candidates_registers_the_best_then_evaluates_and_pro
     assert tasks["promote"]["upstream"] == ["evaluate"]
 
 
+def test_train_images_is_train_model_with_the_xray_plan_and_training(parsed):
+    tasks = parsed["dags"]["train_images"]
+    assert set(tasks) == {"choose_partition", "collect_lineage", "plan_architectures", "train_architecture",
+                          "register_best", "evaluate", "promote"}
+    assert tasks["train_architecture"]["upstream"] == ["choose_partition", "collect_lineage", "plan_architectures"]
+    assert tasks["register_best"]["upstream"] == ["collect_lineage", "train_architecture"]
+    assert tasks["evaluate"]["upstream"] == ["choose_partition", "register_best"]
+    assert tasks["promote"]["upstream"] == ["evaluate"]
+
+
+def test_the_image_pipeline_runs_on_its_own_assets(parsed):
+    assets = parsed["assets"]
+    assert parsed["dags"]["prepare_images"]["prepare"]["upstream"] == ["wait_for_new_images"]
+    assert assets["prepare_images"]["outlets"] == {"prepare": ["xray_preprocessed"]}
+    assert assets["train_images"]["schedule"] == ["xray_preprocessed"]
+    assert assets["train_images"]["outlets"] == {"promote": ["xray_champion"]}
+    assert assets["deploy_xray"]["schedule"] == ["xray_champion"]
+
+
 def test_promote_model_chooses_then_promotes(parsed):
     tasks = parsed["dags"]["promote_model"]
     assert set(tasks) == {"choose", "promote"}
