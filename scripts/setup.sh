@@ -26,6 +26,12 @@ sync_venv() {  # sync_venv DIR REQUIREMENTS_FILE [SUPERSET_FILE]
   if is_synced "$dir" "$req" || { [ -n "$superset" ] && is_synced "$dir" "$superset"; }; then
     return 0
   fi
+  # A dev venv whose superset file changed (a pull, another branch) is brought up to that file,
+  # not synced down to the runtime: ./deploy-local.sh must not uninstall the test tools.
+  if [ -n "$superset" ] && [ -f "$dir/.sluice-$(basename "$superset").sha256" ]; then
+    req=$superset
+    stamp="$dir/.sluice-$(basename "$req").sha256"
+  fi
   echo "==> installing $req into $dir (first time takes a few minutes)"
   [ -x "$dir/bin/python" ] || "$UV" venv --quiet --python "$PYTHON" "$dir"
   "$UV" pip sync --quiet --python "$dir/bin/python" "$req"
