@@ -12,8 +12,8 @@ from app.config import START_HINT
 class BackendUnavailable(RuntimeError):
     """A backend did not answer at all (refused, timed out, name not found)."""
 
-    def __init__(self, what: str, url: str, problem: str):
-        super().__init__(f"The {what} at {url} is unreachable ({problem}). To start it: {START_HINT}.")
+    def __init__(self, what: str, url: str, problem: str, hint: str = START_HINT):
+        super().__init__(f"The {what} at {url} is unreachable ({problem}). To start it: {hint}.")
         self.what, self.url = what, url
 
 
@@ -21,15 +21,16 @@ class BackendError(RuntimeError):
     """A backend answered, but with an error; the message is the backend's own where it gave one."""
 
 
-def call(session: requests.Session, what: str, method: str, url: str, *, timeout: float,
+def call(session: requests.Session, what: str, method: str, url: str, *, timeout: float, hint: str = START_HINT,
          **kwargs: Any) -> requests.Response:
-    """One request; unreachable -> BackendUnavailable, any 4xx/5xx -> BackendError with the backend's message."""
+    """One request; unreachable -> BackendUnavailable (saying how to start it: `hint`), any 4xx/5xx ->
+    BackendError with the backend's message."""
     try:
         response = session.request(method, url, timeout=timeout, **kwargs)
     except requests.Timeout:
-        raise BackendUnavailable(what, url, f"no answer within {timeout:g} s") from None
+        raise BackendUnavailable(what, url, f"no answer within {timeout:g} s", hint) from None
     except requests.ConnectionError as exc:
-        raise BackendUnavailable(what, url, _reason(exc)) from None
+        raise BackendUnavailable(what, url, _reason(exc), hint) from None
     if not response.ok:
         raise BackendError(f"the {what} answered HTTP {response.status_code}: {error_message(response)}")
     return response

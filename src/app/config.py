@@ -8,6 +8,9 @@ from pathlib import Path
 
 # The one hint every page gives when a backend does not answer.
 START_HINT = "start the local platform with ./deploy-local.sh (in a cluster: check that service's Deployment)"
+# The X-ray page's: the image model server is started only on request.
+XRAY_START_HINT = ("start the local platform with the image model, ./deploy-local.sh --with-xray (in a cluster: "
+                   "deploy the xray InferenceService, the deploy_xray DAG or SLUICE_MODEL_NAME=xray ./deploy-model.sh)")
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class AppConfig:
     datalake_dir: Path | None  # a local data-lake folder (local mode); None: reports come from MLflow only
     model_name: str = "wachttijden"
     timeout_s: float = 30.0
+    xray_url: str = "http://127.0.0.1:8084"  # the xray image model's server (V1 :predict/:explain)
+    xray_model_name: str = "xray"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> AppConfig:
@@ -32,6 +37,9 @@ class AppConfig:
             datalake_dir=Path(lake) if lake else None,
             model_name=env.get("SLUICE_APP_MODEL_NAME", "wachttijden").strip() or "wachttijden",
             timeout_s=float(env.get("SLUICE_APP_TIMEOUT_S", "30")),
+            # Settings.local_xray_port (8084) by default, as ./deploy-local.sh --with-xray serves it.
+            xray_url=_url(env.get("SLUICE_APP_XRAY_URL", "http://127.0.0.1:8084")),
+            xray_model_name=env.get("SLUICE_APP_XRAY_MODEL_NAME", "xray").strip() or "xray",
         )
 
 

@@ -12,6 +12,7 @@ from app.config import AppConfig
 from app.mlflow_client import Mlflow
 from app.model_client import ModelServer
 from app.registry import FormChoices, form_choices, schema_choices
+from app.xray_client import XrayServer
 
 
 @st.cache_resource
@@ -29,6 +30,11 @@ def challenger() -> ModelServer | None:
     if not cfg.challenger_url:
         return None
     return ModelServer(cfg.challenger_url, cfg.model_name, what="model server (challenger)", timeout_s=cfg.timeout_s)
+
+
+def xray() -> XrayServer:
+    cfg = config()
+    return XrayServer(cfg.xray_url, cfg.xray_model_name, timeout_s=cfg.timeout_s)
 
 
 def mlflow() -> Mlflow:

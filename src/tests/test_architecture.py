@@ -284,9 +284,11 @@ def test_serving_imports_only_serving_and_models_of_the_project():
     assert not found, "the model server image carries only serving and models:\n" + "\n".join(found)
 
 
-# What the web app's image (src/app/Dockerfile) copies besides src/app: the schema and the upload reader.
+# What the web app's image (src/app/Dockerfile) copies besides src/app: the schema, the upload reader, and the
+# xray schema and scan generator (the X-ray page's samples).
 APP_IMAGE_MODULES = ("models", "models.wachttijden", "models.wachttijden.schema", "tasks", "tasks.data",
-                     "tasks.data.validation", "tasks.data.sniff")
+                     "tasks.data.validation", "tasks.data.sniff", "models.xray", "models.xray.schema",
+                     "models.xray.generate")
 
 
 def test_the_web_app_reaches_only_what_its_image_carries():
@@ -296,6 +298,21 @@ def test_the_web_app_reaches_only_what_its_image_carries():
             if top(name) != "app" and name not in APP_IMAGE_MODULES:
                 found.append(f"{start} reaches {name}: {' -> '.join(chain)}")
     assert not found, "src/app/Dockerfile copies only app and APP_IMAGE_MODULES:\n" + "\n".join(found)
+
+
+def test_the_web_app_image_copies_every_module_it_is_allowed_to_reach():
+    """The other half of the rule above: each of APP_IMAGE_MODULES is a COPY source of src/app/Dockerfile that
+    its ignore file lets into the build context."""
+    dockerfile = SRC / "app" / "Dockerfile"
+    copied = {source for line in dockerfile.read_text().splitlines() if line.startswith("COPY ")
+              for source in line.split()[1:-1]}
+    ignore = dockerfile.with_name("Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    for name in APP_IMAGE_MODULES:
+        stem = "src/" + name.replace(".", "/")
+        source = f"{stem}/__init__.py" if (REPO_ROOT / stem).is_dir() else f"{stem}.py"
+        assert source in copied, f"{name}: src/app/Dockerfile does not copy {source}"
+        assert source in allowed, f"{name}: src/app/Dockerfile.dockerignore keeps {source} out of the build context"
 
 
 def test_models_import_nothing_else_of_the_project():

@@ -1,4 +1,4 @@
-"""Session fixtures of the browser tests: one real platform (MLflow, two model servers, the app) and one
+"""Session fixtures of the browser tests: one real platform (MLflow, three model servers, the app) and one
 Chromium, shared by every page visit, with a watch on every socket this test process's children open."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from tests.support.netwatch import ConnectionWatch
 model_cache_root = serving.model_cache_root
 champion_model_dir = serving.champion_model_dir
 challenger_model_dir = serving.challenger_model_dir
+xray_model_dir = serving.xray_model_dir
 
 
 @pytest.fixture(scope="session")
-def app_platform(tmp_path_factory, champion_model_dir, challenger_model_dir) -> Iterator[Platform]:
-    with running_platform(tmp_path_factory.mktemp("app-platform"), champion_model_dir,
-                          challenger_model_dir) as platform:
+def app_platform(tmp_path_factory, champion_model_dir, challenger_model_dir, xray_model_dir) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("app-platform"), champion_model_dir, challenger_model_dir,
+                          xray_model_dir) as platform:
         yield platform
 
 

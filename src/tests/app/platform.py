@@ -1,5 +1,6 @@
 """A real little platform for the web app's browser tests: MLflow with a registered champion, the champion's
-model server loading it from the registry, a challenger server, and the app, all on free 127.0.0.1 ports."""
+model server loading it from the registry, a challenger server, the xray image model's server (the tiny model of
+tests/serving/xray_model.py), and the app, all on free 127.0.0.1 ports."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Platform:
     mlflow: str
     champion: str
     challenger: str
+    xray: str
     app: str
     champion_version: str
     pids: list[int]
@@ -82,17 +84,19 @@ def app_command(port: int) -> list[str]:
 
 
 @contextmanager
-def running_platform(root: Path, champion_dir: Path, challenger_dir: Path) -> Iterator[Platform]:
+def running_platform(root: Path, champion_dir: Path, challenger_dir: Path, xray_dir: Path) -> Iterator[Platform]:
     procs: list[subprocess.Popen] = []
     with running_mlflow_server(root / "mlflow") as mlflow_url:
         version = register_champion(mlflow_url, champion_dir, root / "work")
         try:
-            ports = {name: free_port() for name in ("champion", "challenger", "app")}
+            ports = {name: free_port() for name in ("champion", "challenger", "xray", "app")}
             urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
             servers = {
                 # The champion loads from the registry by alias, as deploy_model serves it.
                 "champion": (f"models:/{MODEL}@champion", {"MLFLOW_TRACKING_URI": mlflow_url}),
                 "challenger": (str(challenger_dir), {}),
+                # Started with the others: its cold start overlaps theirs (the use case comes from the model).
+                "xray": (str(xray_dir), {}),
             }
             for name, (uri, env) in servers.items():
                 cmd = [str(SERVING_PYTHON), "-m", "serving.model_server", "--model-uri", uri,
@@ -100,13 +104,13 @@ def running_platform(root: Path, champion_dir: Path, challenger_dir: Path) -> It
                 procs.append(start_process(cmd, log_path=root / f"{name}.log", env={**SERVING_ENV, **env}))
             app_env = {**launch.ENV, "SLUICE_APP_MODEL_URL": urls["champion"],
                        "SLUICE_APP_CHALLENGER_URL": urls["challenger"], "SLUICE_APP_MLFLOW_URL": mlflow_url,
-                       "SLUICE_APP_DATALAKE_DIR": str(root / "datalake")}
+                       "SLUICE_APP_DATALAKE_DIR": str(root / "datalake"), "SLUICE_APP_XRAY_URL": urls["xray"]}
             procs.append(start_process(app_command(ports["app"]), log_path=root / "app.log", env=app_env))
             for (name, _), proc in zip([*servers.items(), ("app", None)], procs, strict=True):
                 health = f"{urls[name]}{launch.HEALTH_PATH}" if name == "app" else f"{urls[name]}/v2/health/ready"
                 wait_until(lambda url=health: http_ok(url), timeout=SERVER_START_TIMEOUT, what=name, proc=proc,
                            log_path=root / f"{name}.log")
-            yield Platform(mlflow_url, urls["champion"], urls["challenger"], urls["app"], version,
+            yield Platform(mlflow_url, urls["champion"], urls["challenger"], urls["xray"], urls["app"], version,
                            [p.pid for p in procs])
         finally:
             for proc in reversed(procs):

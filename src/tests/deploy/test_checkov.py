@@ -23,6 +23,11 @@ def checkov_binary() -> str:
     pytest.skip("checkov not found (scripts/setup.sh dev installs it into .venv-tools)")
 
 
+# --skip-download keeps checkov off Bridgecrew's API; this keeps its import-time update check off pypi.org
+# (the browser tests' socket watch saw it dial out when both ran in one session).
+CHECKOV_ENV = {**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"}
+
+
 @pytest.fixture(scope="module")
 def findings(tmp_path_factory, kubectl, shared) -> list[dict]:
     """Failed checks over the dry-run output of deploy-cluster.sh (dev and prod) and the Dockerfile."""
@@ -37,7 +42,7 @@ def findings(tmp_path_factory, kubectl, shared) -> list[dict]:
     result = subprocess.run(
         [checkov_binary(), "-d", str(out / "render"), "--framework", "kubernetes", "dockerfile",
          "--skip-download", "--quiet", "--compact", "-o", "json"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, env=CHECKOV_ENV,
     )
     assert result.stdout, result.stderr[-3000:]
     reports = json.loads(result.stdout)

@@ -20,6 +20,7 @@ import yaml
 
 from tasks.deploy import render
 from tasks.deploy.versions import read_versions
+from tests.deploy.test_checkov import CHECKOV_ENV
 from tests.support.processes import REPO_ROOT, free_port
 
 MODEL_DIR = REPO_ROOT / "deploy" / "model"
@@ -407,6 +408,7 @@ class TestServingImage:
             capture_output=True,
             text=True,
             timeout=300,
+            env=CHECKOV_ENV,
         )
         assert result.returncode == 0, result.stdout
 
