@@ -24,22 +24,22 @@ class Found:
     where: str
 
 
-def latest_shadow_report(mlflow: Mlflow, model: str) -> Found | None:
-    run = mlflow.latest_run(SHADOW_EXPERIMENT.format(model=model))
+def _latest_run_report(mlflow: Mlflow, experiment: str, artifact: str) -> Found | None:
+    """The JSON `artifact` of the newest run in `experiment`, if there is one."""
+    run = mlflow.latest_run(experiment)
     if run is None:
         return None
     run_id = run["info"]["run_id"]
-    report = mlflow.json_artifact(run_id, "shadow_report.json")
-    return None if report is None else Found(report, f"MLflow run {run_id} (experiment {model}-shadow)")
+    report = mlflow.json_artifact(run_id, artifact)
+    return None if report is None else Found(report, f"MLflow run {run_id} (experiment {experiment})")
+
+
+def latest_shadow_report(mlflow: Mlflow, model: str) -> Found | None:
+    return _latest_run_report(mlflow, SHADOW_EXPERIMENT.format(model=model), "shadow_report.json")
 
 
 def latest_drift_report_in_mlflow(mlflow: Mlflow, model: str) -> Found | None:
-    run = mlflow.latest_run(DRIFT_EXPERIMENT.format(model=model))
-    if run is None:
-        return None
-    run_id = run["info"]["run_id"]
-    report = mlflow.json_artifact(run_id, "drift.json")
-    return None if report is None else Found(report, f"MLflow run {run_id} (experiment {model}-drift)")
+    return _latest_run_report(mlflow, DRIFT_EXPERIMENT.format(model=model), "drift.json")
 
 
 def latest_partition_report(lake: Path, model: str, name: str) -> Found | None:
