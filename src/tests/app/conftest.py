@@ -1,5 +1,9 @@
-"""Session fixtures of the browser tests: one real platform (MLflow, three model servers, the app) and one
-Chromium, shared by every page visit, with a watch on every socket this test process's children open."""
+"""Package fixtures of the browser tests: one real platform (MLflow, three model servers, the app) and one
+Chromium, shared by every page visit, with a watch on every socket this test process's children open.
+
+Package scope, not session: Playwright's sync API keeps an event loop running on the main thread while
+it is open, so every later test calling asyncio.run() (and the deploy-local browser test's own
+sync_playwright()) would fail; closing it after the last app test ends that loop."""
 
 from __future__ import annotations
 
@@ -20,14 +24,14 @@ challenger_model_dir = serving.challenger_model_dir
 xray_model_dir = serving.xray_model_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app_platform(tmp_path_factory, champion_model_dir, challenger_model_dir, xray_model_dir) -> Iterator[Platform]:
     with running_platform(tmp_path_factory.mktemp("app-platform"), champion_model_dir, challenger_model_dir,
                           xray_model_dir) as platform:
         yield platform
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def loopback_watch() -> Iterator[ConnectionWatch]:
     """Every process this test process started (servers, app, Playwright's driver, Chromium): none may
     open a connection outside 127.0.0.0/8; checked when the session's browser closes."""
@@ -36,7 +40,7 @@ def loopback_watch() -> Iterator[ConnectionWatch]:
     assert watch.samples > 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(loopback_watch):
     with chromium_context() as context:
         yield context

@@ -130,6 +130,11 @@ def test_batch_upload_predicts_every_row_and_a_broken_file_gets_the_validation_r
 def test_models_page_shows_the_champion_with_its_scores_gate_and_lineage(app_platform, page):
     open_page(page, app_platform, "models")
     page.get_by_text(f"champion → version {app_platform.champion_version}").first.wait_for()
+    # Streamlit draws elements as skeletons until their component code has loaded, and its running
+    # indicator shows only after a delay: wait until each score is on the page as text.
+    for name, value in CHAMPION_METRICS.items():
+        page.wait_for_function("pattern => new RegExp(pattern).test(document.body.innerText)",
+                               arg=rf"{name.replace('_', ' ')}\s+{value:.3f}\b")
     wait_until_done(page)
     body = page.inner_text("body")
     for name, value in CHAMPION_METRICS.items():
