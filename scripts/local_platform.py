@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -224,6 +226,12 @@ class Airflow:
                               timeout=30)
         token.raise_for_status()
         self.session = requests.Session()
+        # The local Airflow keeps its metadata in SQLite: a write that meets the scheduler's write
+        # answers 500 "Database error" (database is locked) after SQLite's busy timeout. Idempotent
+        # calls (reads, unpausing) are retried; a run is never triggered twice by a retry.
+        retries = Retry(total=4, backoff_factor=1, status_forcelist=(500, 503), allowed_methods={"GET", "PATCH"},
+                        raise_on_status=False)
+        self.session.mount("http://", HTTPAdapter(max_retries=retries))
         self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
     def call(self, method: str, path: str, **kwargs) -> dict:
